@@ -1,0 +1,171 @@
+"""The one exception tree of rds_kernel.
+
+Every error has a stable ``code`` (used on the wire) and an HTTP ``status``. The node turns an
+error into the envelope ``{"error": {"code", "message", "detail"}}``; the client turns the
+envelope back into the same class with :func:`from_envelope`, so ``except BudgetExceeded``
+works the same in-process and over HTTP.
+
+::
+
+    RdsError                    base class; never raised itself
+    ├── SchemaError             an owner's schema file or dataset does not fit the schema contract
+    ├── SpecError               a query spec is malformed, oversized or does not fit the schema
+    ├── BadRequest              a request is malformed in a way that is not about the spec
+    ├── AuthenticationError     no token, or a token the node does not know
+    ├── PermissionDenied        the token is valid but its role may not do this
+    ├── NotFound                the dataset, user or route does not exist
+    ├── Conflict                a request_id reused with a different query, or a duplicate name
+    ├── BudgetExceeded          the privacy loss would exceed a budget; nothing was charged
+    ├── NodeUnavailable         (client side) the node could not be reached or answered garbage
+    └── InternalError           a bug on the node; the message never carries private values
+
+Messages say what happened, why, and what to do next.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+__all__ = [
+    "AuthenticationError",
+    "BadRequest",
+    "BudgetExceeded",
+    "Conflict",
+    "InternalError",
+    "NodeUnavailable",
+    "NotFound",
+    "PermissionDenied",
+    "RdsError",
+    "SchemaError",
+    "SpecError",
+    "error_class",
+    "from_envelope",
+]
+
+
+class RdsError(Exception):
+    """Base class of every rds_kernel error."""
+
+    code: ClassVar[str] = "error"
+    status: ClassVar[int] = 500
+
+    def __init__(self, message: str, detail: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.detail: dict[str, Any] = dict(detail or {})
+
+    def envelope(self) -> dict[str, Any]:
+        """The JSON error body the node sends for this error."""
+        return {"error": {"code": self.code, "message": self.message, "detail": self.detail}}
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class SchemaError(RdsError):
+    """Raised when a schema file, or data checked against it, breaks the schema contract."""
+
+    code = "schema_error"
+    status = 400
+
+
+class SpecError(RdsError):
+    """Raised when a query spec is malformed, too large, or does not fit the dataset schema."""
+
+    code = "invalid_query"
+    status = 422
+
+
+class BadRequest(RdsError):
+    """Raised when a request is malformed in a way unrelated to the query spec."""
+
+    code = "bad_request"
+    status = 400
+
+
+class AuthenticationError(RdsError):
+    """Raised when a request carries no token or a token the node does not recognise."""
+
+    code = "unauthenticated"
+    status = 401
+
+
+class PermissionDenied(RdsError):
+    """Raised when an authenticated user's role does not allow the operation."""
+
+    code = "forbidden"
+    status = 403
+
+
+class NotFound(RdsError):
+    """Raised when a dataset, user, release or route does not exist (or is not yours)."""
+
+    code = "not_found"
+    status = 404
+
+
+class Conflict(RdsError):
+    """Raised when a request_id is reused for a different query, or a name is taken."""
+
+    code = "conflict"
+    status = 409
+
+
+class BudgetExceeded(RdsError):
+    """Raised when a release would exceed a privacy budget. Nothing was charged or released."""
+
+    code = "budget_exceeded"
+    status = 403
+
+
+class NodeUnavailable(RdsError):
+    """Raised by the client when a node cannot be reached or does not answer in the protocol."""
+
+    code = "node_unavailable"
+    status = 503
+
+
+class InternalError(RdsError):
+    """Raised for an unexpected failure on the node; carries no private values."""
+
+    code = "internal_error"
+    status = 500
+
+
+_BY_CODE: dict[str, type[RdsError]] = {
+    cls.code: cls
+    for cls in (
+        SchemaError,
+        SpecError,
+        BadRequest,
+        AuthenticationError,
+        PermissionDenied,
+        NotFound,
+        Conflict,
+        BudgetExceeded,
+        NodeUnavailable,
+        InternalError,
+    )
+}
+
+
+def error_class(code: str) -> type[RdsError]:
+    """The exception class for a wire ``code`` (``InternalError`` for unknown codes)."""
+    return _BY_CODE.get(code, InternalError)
+
+
+def from_envelope(body: Any, status: int) -> RdsError:
+    """Rebuild the exception a node sent as an error envelope.
+
+    A body that is not an envelope (a proxy's HTML page, say) becomes ``NodeUnavailable``.
+    """
+    err = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(err, dict) or not isinstance(err.get("code"), str):
+        return NodeUnavailable(
+            f"the node answered HTTP {status} without an rds error body; "
+            "check the URL points at an rds owner node"
+        )
+    detail = err.get("detail")
+    return error_class(err["code"])(
+        str(err.get("message", "")), detail if isinstance(detail, dict) else None
+    )
