@@ -69,6 +69,7 @@ def test_reads_every_declared_field(tmp_path: Path) -> None:
         ('[columns.age]\ntype = "integer"', ["column 'age'", "int, float"]),
         ('[columns.age]\ntype = "int"\nbounds = [10, 5]', ["column 'age'", "below"]),
         ('[columns.age]\ntype = "int"\nbounds = [0.5, 5]', ["integer bounds"]),
+        ('[columns.age]\ntype = "int"\nbounds = [0, 99999999999999999999]', ["64 bits"]),
         ('[columns.age]\ntype = "float"\nbounds = [0, nan]', ["finite"]),
         ('[columns.sex]\ntype = "category"', ["column 'sex'", "categories = ["]),
         ('[columns.sex]\ntype = "category"\ncategories = ["F", "F"]', ["repeat"]),
