@@ -1,0 +1,208 @@
+"""A validated query compiled to one polars plan of DP aggregates, on a schema-only frame.
+
+Each requested aggregate becomes one or more noisy *components* (OpenDP DP expressions, under
+internal names) and a recipe to read it back:
+
+* ``count()`` is the noisy row count (``dp.len``), ``count(col)`` a noisy non-null count;
+* ``sum`` is a noisy sum of the fixed-point integers of :mod:`.encode`;
+* ``mean`` divides a noisy centred sum by the noisy row count, and ``variance`` adds a noisy
+  sum of squares. Means and variances share one row count with each other and with
+  ``count()``: each component costs the same share of the budget, so sharing the denominator
+  leaves more for the numerators than OpenDP's ``dp.mean`` (which carries its own count);
+* ``quantile`` is OpenDP's exponential-mechanism quantile over the public candidates.
+
+The plan is: derived columns, the filter, the per-identifier truncation (user-level privacy),
+then ``select`` or ``group_by(...).agg``, then a left join onto the public key set. Unknown
+keys are released through OpenDP's threshold on the noisy row count, which is added when the
+query has none.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from datetime import date
+from typing import Any, Literal
+
+import polars as pl
+
+from rds_kernel.dp._opendp import dp_count, dp_quantile, dp_row_count, dp_sum
+from rds_kernel.dp.encode import Encoding, encode
+from rds_kernel.dp.expr import compile_expr
+from rds_kernel.dp.space import InputSpace, empty_frame
+from rds_kernel.schema import Schema
+from rds_kernel.spec import ResolvedAggregate, ValidatedQuery
+
+__all__ = ["CompiledQuery", "Component", "Output", "compile_query"]
+
+Kind = Literal["len", "count", "sum", "quantile"]
+
+
+@dataclass(frozen=True)
+class Component:
+    """One noisy aggregate in the plan, under an internal column name."""
+
+    name: str
+    kind: Kind
+    expr: pl.Expr
+
+
+@dataclass(frozen=True)
+class Output:
+    """One requested aggregate: the components it is read from, in order, and its encoding.
+
+    ``parts`` are component names: ``(n,)`` for a count, ``(s,)`` for a sum, ``(s, n)`` for a
+    mean, ``(s, s2, n)`` for a variance, ``(q,)`` for a quantile.
+    """
+
+    alias: str
+    op: str
+    parts: tuple[str, ...]
+    encoding: Encoding | None = None
+
+
+@dataclass(frozen=True)
+class CompiledQuery:
+    """The plan to privatize and what is needed to read its output back."""
+
+    plan: pl.LazyFrame
+    components: tuple[Component, ...]
+    outputs: tuple[Output, ...]
+    group_by: tuple[str, ...]
+    keys: pl.DataFrame | None
+    thresholded: bool
+    filtered: bool
+    columns: frozenset[str]
+    """The dataset columns the plan reads (at least one, so the frame keeps its length)."""
+
+
+class _Components:
+    def __init__(self, taken: set[str]) -> None:
+        prefix = "__rds_"
+        while any(name.startswith(prefix) for name in taken):
+            prefix = "_" + prefix
+        self.prefix = prefix
+        self.items: list[Component] = []
+        self.len_name: str | None = None
+
+    def add(self, kind: Kind, expr: pl.Expr) -> str:
+        name = f"{self.prefix}{len(self.items)}"
+        self.items.append(Component(name, kind, expr.alias(name)))
+        return name
+
+    def row_count(self) -> str:
+        if self.len_name is None:
+            self.len_name = self.add("len", dp_row_count())
+        return self.len_name
+
+
+def _output(agg: ResolvedAggregate, parts: _Components) -> Output:
+    if agg.op == "count":
+        if agg.column is None:
+            return Output(agg.alias, agg.op, (parts.row_count(),))
+        name = parts.add("count", dp_count(pl.col(agg.column)))
+        return Output(agg.alias, agg.op, (name,))
+    assert agg.input is not None and agg.column is not None  # validation resolves them
+    x = pl.col(agg.column)
+    if agg.op == "quantile":
+        assert agg.candidates is not None and agg.alpha is not None
+        return Output(agg.alias, agg.op, (parts.add("quantile", _quantile(agg, x)),))
+    assert agg.bounds is not None
+    purpose = {"sum": "sum", "mean": "mean", "variance": "variance"}[agg.op]
+    enc = encode(x, agg.input.type, agg.bounds, agg.fill_null, purpose)  # type: ignore[arg-type]
+    s = parts.add("sum", dp_sum(enc.value, enc.bounds))
+    if agg.op == "sum":
+        return Output(agg.alias, agg.op, (s,), enc)
+    if agg.op == "mean":
+        return Output(agg.alias, agg.op, (s, parts.row_count()), enc)
+    assert enc.square is not None and enc.square_bounds is not None
+    s2 = parts.add("sum", dp_sum(enc.square, enc.square_bounds))
+    return Output(agg.alias, agg.op, (s, s2, parts.row_count()), enc)
+
+
+def _quantile(agg: ResolvedAggregate, x: pl.Expr) -> pl.Expr:
+    assert agg.input is not None and agg.candidates is not None and agg.alpha is not None
+    candidates = agg.candidates
+    fill = candidates[0] if agg.fill_null is None else agg.fill_null
+    if agg.input.type in ("int", "bool") and all(
+        float(v).is_integer() for v in (*candidates, fill)
+    ):
+        if agg.input.type == "bool":
+            x = x.cast(pl.Int64)
+        ints = [int(c) for c in candidates]
+        return dp_quantile(x.fill_null(int(fill)), agg.alpha, ints)
+    fill = float(fill)
+    x = x.cast(pl.Float64).fill_nan(fill).fill_null(fill)
+    return dp_quantile(x, agg.alpha, [float(c) for c in candidates])
+
+
+def _key_frame(query: ValidatedQuery, schema: dict[str, Any]) -> pl.DataFrame:
+    """Every combination of the public keys, in the order given, typed like the plan."""
+    assert query.keys is not None
+    by = query.group_by
+    combos = list(itertools.product(*(query.keys[g] for g in by)))
+    columns = []
+    for i, g in enumerate(by):
+        values = [c[i] for c in combos]
+        if schema[g] == pl.Date:
+            values = [date.fromisoformat(v) if isinstance(v, str) else v for v in values]
+        columns.append(pl.Series(g, values).cast(schema[g]))
+    return pl.DataFrame(columns)
+
+
+def compile_query(query: ValidatedQuery, schema: Schema, space: InputSpace) -> CompiledQuery:
+    """Compile ``query`` into a plan rooted at the schema-only frame of ``schema``."""
+    lf = empty_frame(schema)
+    for name, node, _info in query.derived:
+        lf = lf.with_columns(compile_expr(node, query.columns).alias(name))
+    spec = query.spec
+    if spec.filter is not None:
+        lf = lf.filter(compile_expr(spec.filter, query.columns))
+    truncation = space.truncation()
+    if truncation is not None:
+        lf = lf.filter(truncation)
+
+    parts = _Components(set(query.columns) | {a.alias for a in query.aggregates})
+    outputs = tuple(_output(agg, parts) for agg in query.aggregates)
+    by = query.group_by
+    thresholded = bool(by) and query.keys is None
+    if thresholded:
+        parts.row_count()  # OpenDP thresholds unknown keys on a noisy row count
+    aggs = [c.expr for c in parts.items]
+    keys = None
+    if not by:
+        plan = lf.select(aggs)
+    else:
+        plan = lf.group_by(list(by)).agg(aggs)
+        if query.keys is not None:
+            keys = _key_frame(query, dict(lf.collect_schema()))
+            plan = keys.lazy().join(plan, on=list(by), how="left", nulls_equal=True)
+    return CompiledQuery(
+        plan=plan,
+        components=tuple(parts.items),
+        outputs=outputs,
+        group_by=by,
+        keys=keys,
+        thresholded=thresholded,
+        filtered=spec.filter is not None or truncation is not None,
+        columns=_columns_read(query, schema),
+    )
+
+
+def _referenced(node: dict[str, Any]) -> set[str]:
+    if "col" in node:
+        return {node["col"]}
+    return set().union(*(_referenced(a) for a in node.get("args", [])))
+
+
+def _columns_read(query: ValidatedQuery, schema: Schema) -> frozenset[str]:
+    """Every dataset column a derived column, the filter, a key or an aggregate refers to."""
+    names = set(query.group_by) | {a.column for a in query.aggregates if a.column is not None}
+    for _name, node, _info in query.derived:
+        names |= _referenced(node)
+    if query.spec.filter is not None:
+        names |= _referenced(query.spec.filter)
+    if schema.identifier is not None:
+        names.add(schema.identifier)
+    read = frozenset(names & set(schema.names))
+    return read or frozenset({schema.columns[0].name})

@@ -1,0 +1,247 @@
+"""Prepare (compile, calibrate, verify) and execute DP queries: the API the node calls.
+
+>>> from rds_kernel.schema import Schema
+>>> from rds_kernel.spec import Query, count, validate
+>>> schema = Schema.from_dict({"name": "p", "columns": {"age": {"type": "int"}}})
+>>> prepared = prepare(validate(Query("p").agg(count()).spec(epsilon=1.0), schema), schema)
+>>> prepared.cost
+(1.0, 0.0)
+>>> prepared.summary[0]["mechanism"], prepared.summary[0]["scale"]
+('Integer Laplace', 1.0)
+
+:func:`prepare` is a pure function of the validated spec and the schema; it never sees data, so
+its result may be cached and shown as a free preview. :func:`execute` runs the prepared
+measurement on the private rows; each call draws fresh noise and must be charged
+``prepared.cost`` first.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+import polars as pl
+
+from rds_kernel.dp._opendp import OpenDPException, dp
+from rds_kernel.dp.accuracy import ALPHA, Noise, derived_accuracy, noise_accuracy, summarize
+from rds_kernel.dp.calibrate import Calibration, calibrate
+from rds_kernel.dp.compile import CompiledQuery, Output, compile_query
+from rds_kernel.dp.space import conform, input_space
+from rds_kernel.errors import InternalError, SpecError
+from rds_kernel.schema import Schema
+from rds_kernel.spec import ValidatedQuery
+
+__all__ = ["PreparedQuery", "ReleaseResult", "execute", "prepare"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PreparedQuery:
+    """A calibrated OpenDP measurement for one query, with its exact cost and preview.
+
+    ``cost`` is ``measurement.map(d_in)``, never above the requested ``(epsilon, delta)``;
+    ``summary`` has one row per aggregate (see :func:`rds_kernel.dp.accuracy.summarize`).
+    """
+
+    query: ValidatedQuery
+    schema: Schema
+    compiled: CompiledQuery
+    calibration: Calibration
+    noise: Mapping[str, Noise]
+    summary: list[dict[str, Any]]
+
+    @property
+    def cost(self) -> tuple[float, float]:
+        return self.calibration.cost
+
+    @property
+    def measurement(self) -> Any:
+        return self.calibration.measurement
+
+    @property
+    def threshold(self) -> int | None:
+        return self.calibration.threshold
+
+
+@dataclass(frozen=True)
+class ReleaseResult:
+    """Released values: one row per group (or one row), one column per aggregate.
+
+    ``accuracy`` is the ± at 95% per aggregate, the largest over the rows for a mean or
+    variance (``None`` for quantiles). Counts are signed: noise may make a small one negative.
+    """
+
+    columns: list[str]
+    rows: list[list[Any]]
+    accuracy: dict[str, float | None]
+    cost: tuple[float, float]
+    threshold: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form: finite numbers, ISO dates, ``None`` for anything undefined."""
+        return {
+            "columns": list(self.columns),
+            "rows": [[_json_value(v) for v in row] for row in self.rows],
+            "accuracy": {k: _json_value(v) for k, v in self.accuracy.items()},
+            "alpha": ALPHA,
+            "epsilon": self.cost[0],
+            "delta": self.cost[1],
+            "threshold": self.threshold,
+        }
+
+
+def prepare(query: ValidatedQuery, schema: Schema) -> PreparedQuery:
+    """Build the measurement for ``query``, calibrate its noise to the requested loss, verify.
+
+    Raises :class:`SpecError` when OpenDP cannot privatize the query as asked.
+    """
+    space = input_space(schema)
+    epsilon, delta = query.epsilon, query.delta
+    measure = dp.max_divergence() if delta == 0 else dp.approximate(dp.max_divergence())
+    try:
+        compiled = compile_query(query, schema, space)
+
+        def build(scale: float, threshold: int | None) -> Any:
+            return dp.m.make_private_lazyframe(
+                space.domain,
+                space.metric,
+                measure,
+                lazyframe=compiled.plan,
+                global_scale=scale,
+                threshold=threshold,
+            )
+
+        calibration = calibrate(
+            build,
+            space.d_in,
+            epsilon,
+            delta,
+            thresholded=compiled.thresholded,
+            min_threshold=(space.truncate or space.d_in) + 1,
+        )
+        noise = _noise(calibration.measurement)
+    except OpenDPException as exc:
+        raise _spec_error(exc) from None
+    except pl.exceptions.PolarsError as exc:
+        # raised while typing the schema-only plan: it names columns and literals, no data
+        raise SpecError(f"the query does not fit the dataset's column types: {exc}") from None
+    public_rows = None
+    if not compiled.group_by and not compiled.filtered:
+        public_rows = schema.public_row_count
+    summary = summarize(compiled, noise, calibration.threshold, public_rows)
+    return PreparedQuery(query, schema, compiled, calibration, noise, summary)
+
+
+def execute(prepared: PreparedQuery, data: pl.LazyFrame) -> ReleaseResult:
+    """Run the measurement on the private rows (scanned lazily) and decode the release."""
+    try:
+        private = conform(data, prepared.schema, prepared.compiled.columns)
+        frame = prepared.measurement(private).collect()
+    except Exception:
+        # the cause may quote private values: the owner's log gets it, the scientist does not
+        log.exception("executing a prepared query failed")
+        raise InternalError(
+            "the query failed while running on the private data; nothing was released. "
+            "The node owner can find the cause in the node log"
+        ) from None
+    return _decode(prepared, frame)
+
+
+def _noise(measurement: Any) -> dict[str, Noise]:
+    table = dp.summarize_polars_measurement(measurement)
+    return {
+        row["column"]: Noise(row["distribution"], float(row["scale"]))
+        for row in table.iter_rows(named=True)
+    }
+
+
+def _decode(prepared: PreparedQuery, frame: pl.DataFrame) -> ReleaseResult:
+    compiled = prepared.compiled
+    by = list(compiled.group_by)
+    if compiled.keys is not None:
+        # the join does not keep the key order: put the rows back in the public order
+        order = compiled.keys.with_row_index("__order")
+        frame = order.join(frame, on=by, how="left", nulls_equal=True).sort("__order")
+    elif by:
+        frame = frame.sort(by, nulls_last=True)
+    accuracy: dict[str, float | None] = {}
+    columns: list[list[Any]] = [frame.get_column(g).to_list() for g in by]
+    for out in compiled.outputs:
+        parts = [frame.get_column(p).to_list() for p in out.parts]
+        values, accs = _read(out, parts, prepared.noise)
+        columns.append(values)
+        finite = [a for a in accs if a is not None]
+        accuracy[out.alias] = max(finite) if finite and len(finite) == len(accs) else None
+    rows = [list(r) for r in zip(*columns, strict=True)] if columns else []
+    names = [*by, *(o.alias for o in compiled.outputs)]
+    return ReleaseResult(names, rows, accuracy, prepared.cost, prepared.threshold)
+
+
+def _read(
+    out: Output, parts: Sequence[list[Any]], noise: Mapping[str, Noise]
+) -> tuple[list[Any], list[float | None]]:
+    """Decode one aggregate's column from its components; also each row's ±."""
+    enc = out.encoding
+    if out.op in ("count", "quantile"):
+        acc = noise_accuracy(noise[out.parts[0]])
+        return list(parts[0]), [acc] * len(parts[0])
+    assert enc is not None
+    if out.op == "sum":
+        base = noise_accuracy(noise[out.parts[0]])
+        acc = base * enc.unit if base is not None else None
+        sums = [v if enc.exact else enc.sum(v) for v in parts[0]]
+        return sums, [acc] * len(sums)
+    values, accs = [], []
+    for row in zip(*parts, strict=True):
+        *sums, n_raw = (float(v) for v in row)
+        n = max(n_raw, 1.0)
+        if out.op == "mean":
+            values.append(enc.mean(sums[0] / n))
+        else:
+            values.append(enc.variance(sums[0] / n, sums[1] / n))
+        accs.append(derived_accuracy(out, [*sums, n], noise))
+    return values, accs
+
+
+def _json_value(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, date | datetime):
+        return v.isoformat()
+    return v
+
+
+_NOT_SUPPORTED = re.compile(r"is not recognized at this time|not currently supported|unsupported")
+
+
+def _spec_error(exc: OpenDPException) -> SpecError:
+    """An OpenDP refusal, said so the scientist can act on it.
+
+    These errors come from building on the schema-only plan, so they quote the query (column
+    names, literals, bounds), never data.
+    """
+    message = (exc.message or exc.variant or "").strip()
+    message = message.split(" If you would like to see this supported")[0]
+    if "threshold must be greater than 1" in message:
+        return SpecError(
+            "grouping with unknown keys needs a larger delta, e.g. delta=1e-6",
+            {"opendp": message},
+        )
+    if "potential for overflow" in message:
+        return SpecError(
+            "the bounds are too wide to sum without overflow; narrow the bounds",
+            {"opendp": message},
+        )
+    if _NOT_SUPPORTED.search(message):
+        return SpecError(
+            f"OpenDP cannot make this part of the query private: {message}. "
+            "Rewrite it with the supported operations (see the query spec reference)",
+            {"opendp": message},
+        )
+    return SpecError(f"OpenDP cannot make this query private: {message}", {"opendp": message})
