@@ -1,0 +1,1 @@
+"""The owner node: HTTP app, services, auth, store (SQL), ledger, jobs, CLI."""

@@ -1,0 +1,255 @@
+"""The node database: its tables, the append-only audit trigger, and engine setup.
+
+SQLite is the embedded default and PostgreSQL the server option; both get the same tables:
+
+- ``users``: name, role, the sha256 of the current API token, disabled flag.
+- ``user_budgets``: per user, the node-wide privacy budget (totals and spent).
+- ``user_dataset_budgets``: per (user, dataset), an optional cap and what was spent there.
+- ``dataset_budgets``: per dataset, an optional global cap across users and what was spent.
+- ``releases``: every charged answer, unique per (user, request_id).
+- ``audit_log``: append-only; the database itself refuses UPDATE and DELETE on it.
+
+Budget rows carry ``CHECK (spent <= total)``, so even a buggy writer cannot overspend.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Dialect, Engine
+from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.schema import SchemaItem
+
+from rds_kernel.errors import BadRequest, InternalError
+
+__all__ = [
+    "append_audit",
+    "audit_log",
+    "dataset_budgets",
+    "json_safe",
+    "make_engine",
+    "metadata",
+    "positive_limit",
+    "reading",
+    "releases",
+    "user_budgets",
+    "user_dataset_budgets",
+    "users",
+    "utcnow",
+]
+
+# Connection execution option that lets a read-only transaction on SQLite use a deferred BEGIN.
+READ_ONLY = "rds_read_only"
+
+
+class UtcDateTime(sa.TypeDecorator[dt.datetime]):
+    """Timezone-aware UTC timestamps on both databases (SQLite keeps no offset, so store UTC)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        utc = value.astimezone(dt.UTC)
+        return utc if dialect.name == "postgresql" else utc.replace(tzinfo=None)
+
+    def process_result_value(
+        self, value: dt.datetime | None, dialect: Dialect
+    ) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=dt.UTC)
+        return value.astimezone(dt.UTC)
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+metadata = sa.MetaData()
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(64), nullable=False, unique=True),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("disabled", sa.Boolean, nullable=False, default=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.CheckConstraint("role IN ('owner', 'scientist')", name="users_role"),
+)
+
+
+def _amounts(table: str, *, capped: bool) -> list[SchemaItem]:
+    """Totals and spent for one budget scope; a capped scope's NULL totals mean "no cap"."""
+    return [
+        sa.Column("epsilon_total", sa.Double, nullable=capped, default=None if capped else 0.0),
+        sa.Column("delta_total", sa.Double, nullable=capped, default=None if capped else 0.0),
+        sa.Column("epsilon_spent", sa.Double, nullable=False, default=0.0),
+        sa.Column("delta_spent", sa.Double, nullable=False, default=0.0),
+        sa.CheckConstraint("epsilon_spent >= 0 AND delta_spent >= 0", name=f"{table}_spent"),
+        sa.CheckConstraint(
+            "epsilon_total IS NULL OR epsilon_spent <= epsilon_total", name=f"{table}_epsilon"
+        ),
+        sa.CheckConstraint(
+            "delta_total IS NULL OR delta_spent <= delta_total", name=f"{table}_delta"
+        ),
+    ]
+
+
+user_budgets = sa.Table(
+    "user_budgets",
+    metadata,
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id"), primary_key=True),
+    *_amounts("user_budgets", capped=False),
+)
+
+user_dataset_budgets = sa.Table(
+    "user_dataset_budgets",
+    metadata,
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id"), primary_key=True),
+    sa.Column("dataset", sa.String(128), primary_key=True),
+    *_amounts("user_dataset_budgets", capped=True),
+)
+
+dataset_budgets = sa.Table(
+    "dataset_budgets",
+    metadata,
+    sa.Column("dataset", sa.String(128), primary_key=True),
+    *_amounts("dataset_budgets", capped=True),
+)
+
+releases = sa.Table(
+    "releases",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id"), nullable=False),
+    sa.Column("request_id", sa.String(128), nullable=False),
+    sa.Column("dataset", sa.String(128), nullable=False),
+    sa.Column("spec_hash", sa.String(128), nullable=False),
+    sa.Column("epsilon", sa.Double, nullable=False),
+    sa.Column("delta", sa.Double, nullable=False),
+    sa.Column("answer", sa.JSON, nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.UniqueConstraint("user_id", "request_id", name="releases_user_request"),
+)
+
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("actor", sa.String(128), nullable=False),
+    sa.Column("action", sa.String(64), nullable=False),
+    sa.Column("detail", sa.JSON, nullable=False),
+)
+
+_APPEND_ONLY = "audit_log is append-only: rows can be added, never changed or removed"
+_APPEND_ONLY_DDL = {
+    "sqlite": [
+        f"CREATE TRIGGER audit_log_no_{op.lower()} BEFORE {op} ON audit_log "
+        f"BEGIN SELECT RAISE(ABORT, '{_APPEND_ONLY}'); END"
+        for op in ("UPDATE", "DELETE")
+    ],
+    "postgresql": [
+        "CREATE OR REPLACE FUNCTION audit_log_append_only() RETURNS trigger LANGUAGE plpgsql "
+        f"AS $$ BEGIN RAISE EXCEPTION '{_APPEND_ONLY}'; END $$",
+        "CREATE TRIGGER audit_log_no_update_delete BEFORE UPDATE OR DELETE ON audit_log "
+        "FOR EACH ROW EXECUTE FUNCTION audit_log_append_only()",
+        "CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log "
+        "FOR EACH STATEMENT EXECUTE FUNCTION audit_log_append_only()",
+    ],
+}
+
+
+@event.listens_for(audit_log, "after_create")
+def _make_audit_log_append_only(_table: sa.Table, conn: sa.Connection, **_kw: Any) -> None:
+    for statement in _APPEND_ONLY_DDL.get(conn.dialect.name, []):
+        conn.exec_driver_sql(statement)
+
+
+def json_safe(value: Any, what: str) -> Any:
+    """``value`` as the database will give it back (plain JSON: no NaN, tuples become lists)."""
+    try:
+        return json.loads(json.dumps(value, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise InternalError(
+            f"{what} is not plain JSON ({type(exc).__name__}); nothing was written"
+        ) from None
+
+
+def append_audit(conn: sa.Connection, actor: str, action: str, detail: dict[str, Any]) -> None:
+    """Add one audit row inside the caller's transaction."""
+    conn.execute(
+        audit_log.insert().values(
+            created_at=utcnow(),
+            actor=actor,
+            action=action,
+            detail=json_safe(detail, "the audit detail"),
+        )
+    )
+
+
+def positive_limit(limit: int) -> int:
+    """``limit`` for a listing, refused unless it is a positive integer."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise BadRequest(f"limit must be a positive integer, got {limit!r:.80}")
+    return limit
+
+
+def make_engine(database_url: str) -> Engine:
+    """An engine for ``sqlite:///PATH`` or ``postgresql+psycopg://...`` with our settings."""
+    try:
+        url = sa.make_url(database_url)
+        backend = url.get_backend_name()
+    except sa.exc.ArgumentError:
+        backend = None
+    if backend == "postgresql":
+        # psycopg 3 is the driver we ship; a bare postgresql:// would ask for psycopg2.
+        return sa.create_engine(url.set(drivername="postgresql+psycopg"), pool_pre_ping=True)
+    if backend == "sqlite":
+        engine = sa.create_engine(url, connect_args={"timeout": 30.0})
+        event.listen(engine, "connect", _sqlite_connect)
+        event.listen(engine, "begin", _sqlite_begin)
+        return engine
+    raise BadRequest(
+        f"cannot use database_url {database_url!r}; use sqlite:///PATH/node.db or "
+        "postgresql+psycopg://USER@HOST:PORT/DBNAME"
+    )
+
+
+@contextmanager
+def reading(engine: Engine) -> Iterator[sa.Connection]:
+    """A read-only transaction (on SQLite a deferred one that does not wait for writers)."""
+    with engine.connect() as conn:
+        conn.execution_options(**{READ_ONLY: True})
+        with conn.begin():
+            yield conn
+
+
+def _sqlite_connect(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
+    # Take transaction control away from the sqlite3 module; _sqlite_begin issues BEGIN itself.
+    dbapi_conn.isolation_level = None
+    cursor = dbapi_conn.cursor()
+    cursor.execute("PRAGMA foreign_keys = ON")
+    cursor.execute("PRAGMA journal_mode = WAL")
+    # FULL, not NORMAL: a release returned to a scientist must survive a power cut with its charge.
+    cursor.execute("PRAGMA synchronous = FULL")
+    cursor.close()
+
+
+def _sqlite_begin(conn: sa.Connection) -> None:
+    # IMMEDIATE takes the write lock up front, so two charges can never both read the old
+    # balance; read-only transactions stay deferred and read a WAL snapshot without waiting.
+    read_only = conn.get_execution_options().get(READ_ONLY, False)
+    conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")

@@ -1,0 +1,79 @@
+"""Fixtures for the store contract suite: a fresh ``Store`` per test on SQLite or PostgreSQL.
+
+PostgreSQL is the server at 127.0.0.1:5432 (user ``postgres``, trust auth). The session gets its
+own database with a random name, dropped at the end. Outside CI an unreachable server skips the
+PostgreSQL half; in CI (``CI=true``) it fails instead, so the half cannot silently go missing.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+from psycopg import sql
+
+from rds_kernel.node.store import Store
+from rds_kernel.node.tables import metadata
+
+PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=5"
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in {"true", "1", "yes"}
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for this test session."""
+    try:
+        admin = psycopg.connect(PG_ADMIN, autocommit=True)
+    except psycopg.OperationalError as exc:
+        if _in_ci():
+            pytest.fail(f"CI needs PostgreSQL at 127.0.0.1:5432 but cannot reach it: {exc}")
+        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 is unreachable: {exc}")
+    name = f"rds_test_{uuid.uuid4().hex[:16]}"
+    with admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        try:
+            yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+        finally:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = %s AND pid <> pg_backend_pid()",
+                (name,),
+            )
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: os.PathLike[str]) -> Iterator[str]:
+    """The URL of an empty node database; PostgreSQL tables are dropped after each test."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{os.path.join(tmp_path, 'node.db')}"
+        return
+    url: str = request.getfixturevalue("postgres_url")
+    yield url
+    engine = sa.create_engine(url)
+    metadata.drop_all(engine)
+    engine.dispose()
+
+
+@pytest.fixture
+def store(database_url: str) -> Iterator[Store]:
+    """A store with its tables created, closed after the test."""
+    node_store = Store(database_url)
+    node_store.create_all()
+    yield node_store
+    node_store.close()
+
+
+@pytest.fixture
+def raw(database_url: str, store: Store) -> Iterator[sa.Engine]:
+    """A plain engine on the store's database, to look at (or tamper with) the tables."""
+    engine = sa.create_engine(database_url)
+    yield engine
+    engine.dispose()
