@@ -21,6 +21,7 @@ demo: $(STAMP)
 
 ## make test: lint, type-check and the whole test suite (SQLite and PostgreSQL).
 test: $(STAMP) lint typecheck
+	scripts/ensure-postgres
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)

@@ -160,16 +160,8 @@ def _tokens(name: str, numbers: np.ndarray) -> pl.Series:
 
 
 def _int_bounds(col: Column) -> tuple[int, int]:
-    """The bounds as far as an Int64 column can hold them."""
     lo, hi = col.bounds if col.bounds is not None else DEFAULT_NUMERIC_BOUNDS
-    ilo, ihi = max(int(lo), _INT64_MIN), min(int(hi), _INT64_MAX)
-    if ilo > ihi:
-        raise SchemaError(
-            f"column {col.name!r}: bounds {[lo, hi]} lie outside the 64-bit integer range, so "
-            "no value fits; declare bounds between -2**63 and 2**63 - 1",
-            {"column": col.name},
-        )
-    return ilo, ihi
+    return int(lo), int(hi)
 
 
 def _float_bounds(col: Column) -> tuple[float, float]:

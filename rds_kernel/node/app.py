@@ -1,0 +1,303 @@
+"""The owner node's HTTP API (FastAPI). Routes only parse, call the service and render.
+
+Every error leaves as one envelope, ``{"error": {"code", "message", "detail"}}``, built by
+:func:`error_response`; nothing else (no traceback, no private value) is ever in an error body.
+"""
+
+# No `from __future__ import annotations`: FastAPI must see the real annotations of routes
+# defined inside create_app (they use local Annotated aliases).
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from importlib.metadata import version
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from rds_kernel.errors import (
+    AuthenticationError,
+    BadRequest,
+    BudgetExceeded,
+    InternalError,
+    NotFound,
+    RdsError,
+)
+from rds_kernel.node.records import User
+from rds_kernel.node.service import NodeService
+from rds_kernel.node.settings import load_settings
+
+__all__ = ["create_app", "error_response"]
+
+log = logging.getLogger("rds_kernel.node")
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"description": text, "model": None}
+    for status, text in (
+        (400, "Bad request"),
+        (401, "Missing or unknown token"),
+        (403, "Not allowed, or not enough privacy budget"),
+        (404, "No such dataset, user or route"),
+        (409, "request_id reused for another query, or name taken"),
+        (422, "The query spec is invalid"),
+    )
+}
+
+
+def error_response(err: RdsError) -> JSONResponse:
+    """The one place where error bodies are built."""
+    return JSONResponse(err.envelope(), status_code=err.status)
+
+
+# ---------------------------------------------------------------- request bodies
+
+
+class ReleaseRequest(BaseModel):
+    request_id: str = Field(description="Chosen by the client; reuse it only to retry.")
+    spec: dict[str, Any] = Field(description="The query spec (see rds_kernel.spec).")
+
+
+class BudgetUpdate(BaseModel):
+    epsilon: float = Field(ge=0, allow_inf_nan=False)
+    delta: float = Field(0.0, ge=0, lt=1, allow_inf_nan=False)
+    dataset: str | None = Field(None, description="Cap for one dataset instead of the total.")
+
+
+class CapUpdate(BaseModel):
+    epsilon: float = Field(ge=0, allow_inf_nan=False)
+    delta: float = Field(0.0, ge=0, lt=1, allow_inf_nan=False)
+
+
+class NewUser(BaseModel):
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")
+    role: Literal["owner", "scientist"] = "scientist"
+    epsilon: float | None = Field(None, ge=0, allow_inf_nan=False)
+    delta: float = Field(0.0, ge=0, lt=1, allow_inf_nan=False)
+
+
+# ---------------------------------------------------------------- body size limit
+
+
+class BodyLimit:
+    """Refuses request bodies above ``limit`` bytes, whether or not Content-Length is set."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        too_big = BadRequest(
+            f"the request body is larger than the node's limit of "
+            f"{self.limit} bytes; send a smaller query"
+        )
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await error_response(too_big)(scope, receive, send)
+            return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, counted, send)
+        except _TooLarge:
+            await error_response(too_big)(scope, receive, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+# ---------------------------------------------------------------- the app
+
+
+def create_app(
+    node_dir: str | Path | None = None,
+    *,
+    service: NodeService | None = None,
+) -> FastAPI:
+    """The ASGI app of a node directory (or of a ready-made service, for tests)."""
+    if service is None:
+        if node_dir is None:
+            raise ValueError("create_app needs a node directory or a service")
+        service = NodeService(load_settings(node_dir))
+    svc = service
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        svc.close()
+
+    app = FastAPI(
+        title=f"rds owner node {svc.settings.name}",
+        version=version("rds_kernel"),
+        description="Differentially private queries on an owner's datasets (rds_kernel).",
+        lifespan=lifespan,
+        responses=ERROR_RESPONSES,
+    )
+    app.state.service = svc
+    app.add_middleware(BodyLimit, limit=svc.settings.max_request_bytes)
+    _install_error_handlers(app)
+
+    bearer = HTTPBearer(auto_error=False, description="The API token from `rds user add`.")
+
+    def current_user(
+        creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> User:
+        if creds is None:
+            raise AuthenticationError(
+                "this endpoint needs a token: send 'Authorization: Bearer <token>' "
+                "(rds.connect(url, token=...) does it for you)"
+            )
+        user = svc.store.authenticate(creds.credentials)
+        if user is None:
+            raise AuthenticationError(
+                "the token is not valid on this node (unknown, rotated or disabled); "
+                "ask the owner for a new one"
+            )
+        return user
+
+    def owner(user: Annotated[User, Depends(current_user)]) -> User:
+        svc.require_owner(user)
+        return user
+
+    Who = Annotated[User, Depends(current_user)]
+    Owner = Annotated[User, Depends(owner)]
+    Limit = Annotated[int, Query(ge=1, le=1000)]
+
+    @app.get("/healthz", tags=["public"])
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/v1/node", tags=["datasets"])
+    def node_info(user: Who) -> dict[str, Any]:
+        return svc.node_info(user)
+
+    @app.get("/v1/datasets", tags=["datasets"])
+    def datasets(user: Who) -> dict[str, Any]:
+        return {"datasets": svc.list_datasets()}
+
+    @app.get("/v1/datasets/{name}", tags=["datasets"])
+    def dataset(name: str, user: Who) -> dict[str, Any]:
+        return svc.dataset(name)
+
+    @app.get("/v1/datasets/{name}/mock", tags=["datasets"])
+    def mock(name: str, user: Who, format: Literal["parquet", "csv"] = "parquet") -> Response:
+        m = svc.mock(name, format)
+        return Response(
+            m.content,
+            media_type=m.media_type,
+            headers={"Content-Disposition": f'attachment; filename="{m.filename}"'},
+        )
+
+    @app.post("/v1/queries/preview", tags=["queries"])
+    def preview(spec: dict[str, Any], user: Who) -> dict[str, Any]:
+        return svc.preview(user, spec)
+
+    @app.post("/v1/queries", tags=["queries"])
+    def release(body: ReleaseRequest, user: Who) -> dict[str, Any]:
+        try:
+            return svc.release(user, body.request_id, body.spec)
+        except BudgetExceeded as exc:
+            svc.store.audit(
+                user.name, "release.refused", {"request_id": body.request_id, "reason": exc.message}
+            )
+            raise
+
+    @app.get("/v1/budget", tags=["budget"])
+    def budget(user: Who) -> dict[str, Any]:
+        return svc.budget(user).to_dict()
+
+    @app.get("/v1/releases", tags=["budget"])
+    def releases(user: Who, limit: Limit = 100) -> dict[str, Any]:
+        return {"releases": svc.releases(user, limit)}
+
+    @app.get("/v1/admin/users", tags=["admin"])
+    def users(user: Owner) -> dict[str, Any]:
+        return {"users": [u.to_dict() for u in svc.store.list_users()]}
+
+    @app.post("/v1/admin/users", tags=["admin"], status_code=201)
+    def add_user(body: NewUser, user: Owner) -> dict[str, Any]:
+        new, token = svc.store.add_user(body.name, body.role, actor=user.name)
+        if body.epsilon is not None:
+            svc.store.set_budget(new.name, body.epsilon, body.delta, actor=user.name)
+        return {"user": new.to_dict(), "token": token}
+
+    @app.get("/v1/admin/budgets/{name}", tags=["admin"])
+    def user_budget(name: str, user: Owner) -> dict[str, Any]:
+        svc.store.get_user(name)
+        return svc.store.budget(name).to_dict()
+
+    @app.put("/v1/admin/budgets/{name}", tags=["admin"])
+    def set_budget(name: str, body: BudgetUpdate, user: Owner) -> dict[str, Any]:
+        svc.store.set_budget(name, body.epsilon, body.delta, dataset=body.dataset, actor=user.name)
+        return svc.store.budget(name).to_dict()
+
+    @app.get("/v1/admin/caps", tags=["admin"])
+    def caps(user: Owner) -> dict[str, Any]:
+        return {"caps": {k: v.to_dict() for k, v in svc.store.dataset_caps().items()}}
+
+    @app.put("/v1/admin/caps/{dataset}", tags=["admin"])
+    def set_cap(dataset: str, body: CapUpdate, user: Owner) -> dict[str, Any]:
+        svc.datasets.get(dataset)
+        svc.store.set_dataset_cap(dataset, body.epsilon, body.delta, actor=user.name)
+        return svc.store.dataset_caps()[dataset].to_dict()
+
+    @app.get("/v1/admin/audit", tags=["admin"])
+    def audit(user: Owner, limit: Limit = 100) -> dict[str, Any]:
+        return {"audit": [e.to_dict() for e in svc.store.audit_log(limit=limit)]}
+
+    return app
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    Handler = Callable[[Request, Any], Awaitable[Response]]
+
+    async def rds_error(_r: Request, exc: RdsError) -> Response:
+        return error_response(exc)
+
+    async def invalid(_r: Request, exc: RequestValidationError) -> Response:
+        problems = []
+        for e in exc.errors()[:5]:
+            where = ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body"
+            problems.append(f"{where}: {e.get('msg', 'invalid')}")
+        return error_response(BadRequest("invalid request — " + "; ".join(problems)))
+
+    async def http_error(_r: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 404:
+            return error_response(NotFound("no such endpoint; see /docs for the API"))
+        err = BadRequest(str(exc.detail))
+        return JSONResponse(err.envelope(), status_code=exc.status_code)
+
+    async def crash(_r: Request, exc: Exception) -> Response:
+        log.exception("unexpected error", exc_info=exc)
+        return error_response(
+            InternalError(
+                "the node hit an internal error; retrying with the same request_id is safe (it "
+                "is never charged twice). The owner can find details in the node's log"
+            )
+        )
+
+    handlers: list[tuple[type[Exception], Handler]] = [
+        (RdsError, rds_error),
+        (RequestValidationError, invalid),
+        (StarletteHTTPException, http_error),
+        (Exception, crash),
+    ]
+    for exc_class, handler in handlers:
+        app.add_exception_handler(exc_class, handler)

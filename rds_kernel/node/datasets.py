@@ -1,0 +1,148 @@
+"""The datasets of a node, kept on disk inside the node directory.
+
+Each dataset lives in ``DIR/datasets/NAME/`` as ``data.parquet`` (the private rows, checked
+against the schema and cast to its types when added), ``schema.toml`` (the owner's public
+contract, copied verbatim) and ``mock.parquet`` (generated from the schema alone, or the
+owner's own mock file, checked strictly). The directory is the registry: no database rows.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from rds_kernel.errors import BadRequest, Conflict, NotFound
+from rds_kernel.mock import check_frame, generate_mock, load_mock_file
+from rds_kernel.schema import Schema, load_schema
+
+__all__ = ["Dataset", "DatasetRegistry"]
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
+DATA_FILE = "data.parquet"
+SCHEMA_FILE = "schema.toml"
+MOCK_FILE = "mock.parquet"
+MOCK_SEED = 0
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """One dataset: its public schema and where its private and mock rows are."""
+
+    name: str
+    schema: Schema
+    directory: Path
+
+    @property
+    def data_path(self) -> Path:
+        return self.directory / DATA_FILE
+
+    @property
+    def mock_path(self) -> Path:
+        return self.directory / MOCK_FILE
+
+    def scan(self) -> pl.LazyFrame:
+        """The private rows, scanned lazily (nothing is read until a measurement runs)."""
+        return pl.scan_parquet(self.data_path)
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "description": self.schema.description,
+            "columns": len(self.schema.columns),
+            "public_row_count": self.schema.public_row_count,
+        }
+
+
+def _read_table(path: Path) -> pl.DataFrame:
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".parquet":
+            return pl.read_parquet(path)
+        if suffix == ".csv":
+            return pl.read_csv(path, infer_schema=False)
+    except FileNotFoundError:
+        raise BadRequest(f"{path}: file not found") from None
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise BadRequest(f"{path}: cannot be read as {suffix[1:]} ({type(exc).__name__})") from None
+    raise BadRequest(f"{path}: unsupported file type {suffix!r}; use .parquet or .csv")
+
+
+class DatasetRegistry:
+    """The datasets of one node directory. Schemas are read once and cached."""
+
+    def __init__(self, node_dir: Path) -> None:
+        self.root = node_dir / "datasets"
+        self._cache: dict[str, Dataset] = {}
+
+    def names(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if (p / DATA_FILE).is_file())
+
+    def get(self, name: str) -> Dataset:
+        """The dataset called ``name``; :class:`NotFound` (listing the others) if absent."""
+        cached = self._cache.get(name)
+        if cached is not None:
+            return cached
+        directory = self.root / name
+        if not _NAME.match(name) or not (directory / DATA_FILE).is_file():
+            raise NotFound(
+                f"no dataset {name!r} on this node; available: {', '.join(self.names()) or 'none'}",
+                {"dataset": name},
+            )
+        schema = load_schema(directory / SCHEMA_FILE).with_name(name)
+        ds = Dataset(name=name, schema=schema, directory=directory)
+        self._cache[name] = ds
+        return ds
+
+    def all(self) -> list[Dataset]:
+        return [self.get(n) for n in self.names()]
+
+    def add(
+        self,
+        name: str,
+        data_file: Path,
+        schema_file: Path,
+        *,
+        mock_file: Path | None = None,
+        mock_rows: int = 1000,
+        replace: bool = False,
+    ) -> Dataset:
+        """Validate and store a dataset: the schema, the private rows as Parquet, the mock.
+
+        The data is checked against the schema (missing columns, types, nulls, categories)
+        before anything is written; a failed add leaves the node unchanged.
+        """
+        if not _NAME.match(name):
+            raise BadRequest(
+                f"dataset name {name!r} must start with a letter and use letters, digits, _ or -"
+            )
+        target = self.root / name
+        if target.exists() and not replace:
+            raise Conflict(f"dataset {name!r} already exists; pass --replace to overwrite it")
+        schema = load_schema(schema_file).with_name(name)
+        frame = check_frame(_read_table(data_file), schema, str(data_file))
+        if mock_file is not None:
+            mock = load_mock_file(mock_file, schema)
+        else:
+            rows = min(mock_rows, schema.public_row_count or mock_rows) or mock_rows
+            mock = generate_mock(schema, n=rows, seed=MOCK_SEED)
+        self.root.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=self.root))
+        try:
+            shutil.copyfile(schema_file, staging / SCHEMA_FILE)
+            frame.write_parquet(staging / DATA_FILE)
+            mock.write_parquet(staging / MOCK_FILE)
+            if target.exists():
+                shutil.rmtree(target)
+            staging.rename(target)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        self._cache.pop(name, None)
+        return self.get(name)

@@ -1,0 +1,238 @@
+"""The node's services: everything the HTTP routes and the CLI do, without HTTP.
+
+Routes and commands parse their input, call one method here and render the result. The DP
+query path lives in :meth:`NodeService.release`: parse → validate against the schema → compile
+and calibrate (cached) → run the OpenDP measurement on the lazily scanned private file →
+``Store.charge`` (check, debit, record, store the answer, one transaction) → only then return.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from importlib.metadata import version
+from typing import Any
+
+import polars as pl
+
+from rds_kernel.dp import PreparedQuery, execute, prepare
+from rds_kernel.errors import BadRequest, BudgetExceeded, Conflict, PermissionDenied
+from rds_kernel.mock import mock_to_csv_bytes
+from rds_kernel.node.datasets import Dataset, DatasetRegistry
+from rds_kernel.node.records import BudgetLine, BudgetView, User
+from rds_kernel.node.settings import NodeSettings
+from rds_kernel.node.store import Store
+from rds_kernel.spec import QuerySpec, validate
+from rds_kernel.spec._expr import SPEC_VERSION
+
+__all__ = ["NodeService"]
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+_PREPARED_CACHE_SIZE = 256
+
+
+@dataclass(frozen=True)
+class Mock:
+    """Mock data bytes ready to serve."""
+
+    content: bytes
+    media_type: str
+    filename: str
+
+
+class NodeService:
+    """One owner node: its settings, datasets and store."""
+
+    def __init__(self, settings: NodeSettings, store: Store | None = None) -> None:
+        self.settings = settings
+        self.store = store or Store(settings.resolved_database_url)
+        self.datasets = DatasetRegistry(settings.directory)
+        self._prepared: OrderedDict[tuple[str, str], PreparedQuery] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self.store.close()
+
+    # ------------------------------------------------------------------ public metadata
+
+    def node_info(self, user: User) -> dict[str, Any]:
+        return {
+            "name": self.settings.name,
+            "version": version("rds_kernel"),
+            "opendp_version": version("opendp"),
+            "polars_version": pl.__version__,
+            "spec_version": SPEC_VERSION,
+            "user": {"name": user.name, "role": user.role},
+        }
+
+    def list_datasets(self) -> list[dict[str, Any]]:
+        return [ds.summary() for ds in self.datasets.all()]
+
+    def dataset(self, name: str) -> dict[str, Any]:
+        ds = self.datasets.get(name)
+        return {"name": ds.name, "schema": ds.schema.to_dict()}
+
+    def mock(self, name: str, fmt: str) -> Mock:
+        """The dataset's mock rows as Parquet or CSV (public: generated from the schema)."""
+        ds = self.datasets.get(name)
+        if fmt == "parquet":
+            return Mock(
+                ds.mock_path.read_bytes(), "application/vnd.apache.parquet", f"{name}.mock.parquet"
+            )
+        if fmt == "csv":
+            return Mock(
+                mock_to_csv_bytes(pl.read_parquet(ds.mock_path)), "text/csv", f"{name}.mock.csv"
+            )
+        raise BadRequest(f"mock format {fmt!r} is not supported; use 'parquet' or 'csv'")
+
+    # ------------------------------------------------------------------ the DP query path
+
+    def _prepared_query(self, raw_spec: Any) -> tuple[QuerySpec, Dataset, PreparedQuery]:
+        spec = QuerySpec.from_dict(raw_spec)
+        ds = self.datasets.get(spec.dataset)
+        key = (ds.name, spec.hash())
+        with self._lock:
+            cached = self._prepared.get(key)
+            if cached is not None:
+                self._prepared.move_to_end(key)
+                return spec, ds, cached
+        prepared = prepare(validate(spec, ds.schema), ds.schema)
+        with self._lock:
+            self._prepared[key] = prepared
+            while len(self._prepared) > _PREPARED_CACHE_SIZE:
+                self._prepared.popitem(last=False)
+        return spec, ds, prepared
+
+    def preview(self, user: User, raw_spec: Any) -> dict[str, Any]:
+        """Exact cost and accuracy of a query. Runs nothing on the data, spends nothing."""
+        spec, ds, prepared = self._prepared_query(raw_spec)
+        eps, delta = prepared.cost
+        return {
+            "dataset": ds.name,
+            "requested": {"epsilon": spec.epsilon, "delta": spec.delta},
+            "cost": {"epsilon": eps, "delta": delta},
+            "summary": prepared.summary,
+            "budget": self.store.budget(user.name).to_dict(),
+        }
+
+    def release(self, user: User, request_id: Any, raw_spec: Any) -> dict[str, Any]:
+        """Run a query on the private data, charge its exact cost, and return the answer.
+
+        A retry with the same ``request_id`` returns the stored answer and charges nothing.
+        """
+        if not isinstance(request_id, str) or not _REQUEST_ID.match(request_id):
+            raise BadRequest(
+                "request_id must be 1-128 letters, digits or '_.:-'; the client picks a fresh "
+                "one per release and reuses it only to retry"
+            )
+        spec = QuerySpec.from_dict(raw_spec)
+        existing = self.store.find_release(user, request_id)
+        if existing is not None:
+            if existing.spec_hash != spec.hash():
+                raise Conflict(
+                    f"request_id {request_id!r} was already used for a different query; "
+                    "use a new request_id for a new query"
+                )
+            return self._answer(existing.answer, request_id, replayed=True, user=user)
+        spec, ds, prepared = self._prepared_query(raw_spec)
+        eps, delta = prepared.cost
+        self._precheck(user, ds.name, eps, delta)
+        result = execute(prepared, ds.scan())
+        answer = {
+            "dataset": ds.name,
+            "spec": spec.to_dict(),
+            "result": result.to_dict(),
+            "cost": {"epsilon": eps, "delta": delta},
+            "summary": prepared.summary,
+        }
+        charged = self.store.charge(
+            user=user,
+            dataset=ds.name,
+            request_id=request_id,
+            spec_hash=spec.hash(),
+            epsilon=eps,
+            delta=delta,
+            answer=answer,
+        )
+        rel = charged.release
+        return self._answer(
+            rel.answer,
+            request_id,
+            replayed=charged.replayed,
+            user=user,
+            created_at=rel.created_at.isoformat(),
+        )
+
+    def _precheck(self, user: User, dataset: str, eps: float, delta: float) -> None:
+        """Refuse early (without touching the data) when the budget clearly cannot cover it.
+
+        Only an optimisation: ``Store.charge`` re-checks inside its transaction.
+        """
+        view = self.store.budget(user.name)
+        lines: list[tuple[str, BudgetLine]] = [("this node", view)]
+        if dataset in view.per_dataset:
+            lines.append((f"dataset {dataset!r}", view.per_dataset[dataset]))
+        for where, line in lines:
+            if eps > line.epsilon_remaining or delta > line.delta_remaining:
+                raise BudgetExceeded(
+                    f"needs ε={eps:.6g}, δ={delta:.3g}; {line.epsilon_remaining:.6g} ε and "
+                    f"{line.delta_remaining:.3g} δ left for you on {where} — ask the owner to "
+                    "raise your budget, or spend less (a smaller epsilon)",
+                    {
+                        "needed": {"epsilon": eps, "delta": delta},
+                        "remaining": {
+                            "epsilon": line.epsilon_remaining,
+                            "delta": line.delta_remaining,
+                        },
+                    },
+                )
+
+    def _answer(
+        self,
+        answer: dict[str, Any],
+        request_id: str,
+        *,
+        replayed: bool,
+        user: User,
+        created_at: str | None = None,
+    ) -> dict[str, Any]:
+        return {
+            **answer,
+            "request_id": request_id,
+            "node": self.settings.name,
+            "replayed": replayed,
+            "created_at": created_at,
+            "budget": self.store.budget(user.name).to_dict(),
+        }
+
+    # ------------------------------------------------------------------ budgets and history
+
+    def budget(self, user: User) -> BudgetView:
+        return self.store.budget(user.name)
+
+    def releases(self, user: User, limit: int) -> list[dict[str, Any]]:
+        out = []
+        for r in self.store.releases(user, limit=limit):
+            out.append(
+                {
+                    "request_id": r.request_id,
+                    "dataset": r.dataset,
+                    "epsilon": r.epsilon,
+                    "delta": r.delta,
+                    "created_at": r.created_at.isoformat(),
+                    "spec": r.answer.get("spec"),
+                }
+            )
+        return out
+
+    # ------------------------------------------------------------------ owner administration
+
+    @staticmethod
+    def require_owner(user: User) -> None:
+        if user.role != "owner":
+            raise PermissionDenied(
+                "only the data owner may do this; scientists can read /v1/budget and "
+                "/v1/releases for their own account"
+            )

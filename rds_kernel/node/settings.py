@@ -1,0 +1,137 @@
+"""Node settings, declared as data: name, default, help and check in one place.
+
+A node directory holds ``node.toml``; every key in it must be one of :data:`SETTINGS`. A test
+fails when a setting is missing from the README, so the documentation cannot drift.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rds_kernel.errors import BadRequest
+
+__all__ = ["SETTINGS", "NodeSettings", "Setting", "load_settings", "write_settings"]
+
+NODE_FILE = "node.toml"
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One node setting: its name, type, default, help text and an optional check."""
+
+    name: str
+    type: type
+    default: Any
+    help: str
+    check: Callable[[Any], str | None] | None = None
+
+
+def _port(v: Any) -> str | None:
+    return None if 0 <= v <= 65535 else "must be a TCP port between 0 and 65535"
+
+
+def _positive(v: Any) -> str | None:
+    return None if v > 0 else "must be positive"
+
+
+def _name(v: Any) -> str | None:
+    ok = re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", v)
+    return None if ok else "must be 1-64 letters, digits, '_', '.' or '-'"
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("name", str, "owner-node", "The node's name, shown to scientists.", _name),
+    Setting("host", str, "127.0.0.1", "Address `rds node serve` listens on."),
+    Setting("port", int, 8765, "Port `rds node serve` listens on (0 picks a free one).", _port),
+    Setting(
+        "database_url",
+        str,
+        "sqlite:///node.db",
+        "SQLAlchemy URL of the ledger database; a relative SQLite path is inside the node "
+        "directory. PostgreSQL: postgresql+psycopg://user@host:5432/dbname.",
+    ),
+    Setting("mock_rows", int, 1000, "Rows of generated mock data per dataset.", _positive),
+    Setting(
+        "max_request_bytes",
+        int,
+        256 * 1024,
+        "Largest request body the node reads; larger requests get HTTP 400.",
+        _positive,
+    ),
+)
+_BY_NAME = {s.name: s for s in SETTINGS}
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    """The settings of one node directory, after validation."""
+
+    directory: Path
+    name: str
+    host: str
+    port: int
+    database_url: str
+    mock_rows: int
+    max_request_bytes: int
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The database URL with a relative SQLite path made relative to the node directory."""
+        prefix = "sqlite:///"
+        url = self.database_url
+        if url.startswith(prefix) and not url[len(prefix) :].startswith("/"):
+            return prefix + str((self.directory / url[len(prefix) :]).resolve())
+        return url
+
+
+def _checked(values: dict[str, Any], source: str) -> dict[str, Any]:
+    out = {s.name: s.default for s in SETTINGS}
+    for key, value in values.items():
+        setting = _BY_NAME.get(key)
+        if setting is None:
+            raise BadRequest(
+                f"{source}: unknown setting {key!r}; known settings are {sorted(_BY_NAME)}"
+            )
+        if isinstance(value, bool) or not isinstance(value, setting.type):
+            raise BadRequest(f"{source}: {key} must be a {setting.type.__name__}")
+        problem = setting.check(value) if setting.check else None
+        if problem:
+            raise BadRequest(f"{source}: {key} {problem}")
+        out[key] = value
+    return out
+
+
+def load_settings(directory: str | Path) -> NodeSettings:
+    """Read ``node.toml`` of a node directory created by ``rds node init``."""
+    d = Path(directory)
+    path = d / NODE_FILE
+    if not path.is_file():
+        raise BadRequest(f"{d} is not a node directory (no {NODE_FILE}); run `rds node init {d}`")
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise BadRequest(f"{path}: not valid TOML ({exc})") from None
+    return NodeSettings(directory=d.resolve(), **_checked(raw, str(path)))
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return str(value)
+
+
+def write_settings(directory: str | Path, **values: Any) -> NodeSettings:
+    """Create ``node.toml`` with the given settings (others keep their defaults)."""
+    d = Path(directory)
+    checked = _checked(values, str(d / NODE_FILE))
+    lines = []
+    for s in SETTINGS:
+        lines.append(f"# {s.help}")
+        lines.append(f"{s.name} = {_toml_value(checked[s.name])}")
+    (d / NODE_FILE).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return load_settings(d)

@@ -1,0 +1,276 @@
+"""The node's HTTP API, in-process: auth, the release path, budgets, errors, admin."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+from fastapi.testclient import TestClient
+
+import rds_kernel.node.service as service_module
+from rds_kernel.node.app import create_app
+from rds_kernel.spec import Query, col, count, mean
+from tests.node.nodes import TestNode, build_node
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[TestNode]:
+    n = build_node(tmp_path / "node")
+    yield n
+    n.service.close()
+
+
+@pytest.fixture
+def http(node: TestNode) -> Iterator[TestClient]:
+    with TestClient(create_app(service=node.service), raise_server_exceptions=False) as c:
+        yield c
+
+
+def auth(node: TestNode, who: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {node.tokens[who]}"}
+
+
+def spec(epsilon: float = 0.5, **kw: Any) -> dict[str, Any]:
+    q = Query("patients").filter(col("age") >= 50).group_by("sex")
+    return q.agg(count(), mean("cvd", bounds=(0, 1))).spec(epsilon, **kw).to_dict()
+
+
+def spent(http: TestClient, node: TestNode, who: str = "alice") -> float:
+    body = http.get("/v1/budget", headers=auth(node, who)).json()
+    return float(body["epsilon_spent"])
+
+
+def release(http: TestClient, node: TestNode, rid: str, who: str = "alice", **kw: Any) -> Any:
+    return http.post(
+        "/v1/queries", json={"request_id": rid, "spec": spec(**kw)}, headers=auth(node, who)
+    )
+
+
+def test_healthz_needs_no_token(http: TestClient) -> None:
+    r = http.get("/healthz")
+    assert r.status_code == 200
+    assert r.json() == {"status": "ok"}
+
+
+def test_release_charges_the_exact_cost_and_returns_noisy_groups(
+    http: TestClient, node: TestNode
+) -> None:
+    """A release returns every public key, its accuracy and cost; the ledger moves by it."""
+    r = release(http, node, "r1")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    cost = body["cost"]["epsilon"]
+    assert 0 < cost <= 0.5
+    assert body["result"]["columns"][:1] == ["sex"]
+    assert sorted(row[0] for row in body["result"]["rows"]) == ["F", "M"]
+    assert body["node"] == "test_node"
+    assert body["replayed"] is False
+    assert spent(http, node) == pytest.approx(cost, abs=0)
+    history = http.get("/v1/releases", headers=auth(node, "alice")).json()["releases"]
+    assert [h["request_id"] for h in history] == ["r1"]
+    assert history[0]["spec"]["dataset"] == "patients"
+
+
+def test_preview_is_free_and_reports_accuracy(http: TestClient, node: TestNode) -> None:
+    r = http.post("/v1/queries/preview", json=spec(), headers=auth(node, "alice"))
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert 0 < body["cost"]["epsilon"] <= body["requested"]["epsilon"] == 0.5
+    assert {row["aggregate"] for row in body["summary"]} >= {"count", "mean_cvd"}
+    assert spent(http, node) == 0
+
+
+def test_retry_with_the_same_request_id_charges_once(http: TestClient, node: TestNode) -> None:
+    first = release(http, node, "same").json()
+    second = release(http, node, "same").json()
+    assert second["replayed"] is True
+    assert second["result"] == first["result"]
+    assert spent(http, node) == pytest.approx(first["cost"]["epsilon"], abs=0)
+
+
+def test_request_id_reused_for_another_query_is_a_conflict(
+    http: TestClient, node: TestNode
+) -> None:
+    release(http, node, "rid")
+    before = spent(http, node)
+    r = release(http, node, "rid", epsilon=0.25)
+    assert r.status_code == 409
+    assert r.json()["error"]["code"] == "conflict"
+    assert spent(http, node) == before
+
+
+def test_running_out_of_budget_refuses_and_charges_nothing(
+    http: TestClient, node: TestNode
+) -> None:
+    """bob has ε=1: two releases at 0.5 fit, the third is refused with the numbers."""
+    assert release(http, node, "b1", who="bob").status_code == 200
+    assert release(http, node, "b2", who="bob").status_code == 200
+    before = spent(http, node, "bob")
+    r = release(http, node, "b3", who="bob")
+    assert r.status_code == 403
+    err = r.json()["error"]
+    assert err["code"] == "budget_exceeded"
+    assert "ask the owner" in err["message"]
+    assert spent(http, node, "bob") == before <= 1.0
+    history = http.get("/v1/releases", headers=auth(node, "bob")).json()["releases"]
+    assert {h["request_id"] for h in history} == {"b1", "b2"}
+    audit = http.get("/v1/admin/audit", headers=auth(node, "owner")).json()["audit"]
+    assert any(e["action"] == "release.refused" and e["actor"] == "bob" for e in audit)
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        ({"request_id": "x", "spec": {**spec(), "epsilon": -1}}, 422, "invalid_query"),
+        ({"request_id": "x", "spec": {**spec(), "dataset": "nope"}}, 404, "not_found"),
+        ({"request_id": "x", "spec": {**spec(), "filter": {"col": "ssn"}}}, 422, "invalid_query"),
+        ({"request_id": "x" * 500, "spec": spec()}, 400, "bad_request"),
+        ({"request_id": "x"}, 400, "bad_request"),
+        ({"spec": spec()}, 400, "bad_request"),
+    ],
+)
+def test_bad_requests_are_4xx_and_charge_nothing(
+    http: TestClient, node: TestNode, body: Any, status: int, code: str
+) -> None:
+    r = http.post("/v1/queries", json=body, headers=auth(node, "alice"))
+    assert r.status_code == status, r.text
+    assert r.json()["error"]["code"] == code
+    assert spent(http, node) == 0
+
+
+def test_malformed_and_oversized_bodies_get_the_envelope(http: TestClient, node: TestNode) -> None:
+    h = {**auth(node, "alice"), "Content-Type": "application/json"}
+    r = http.post("/v1/queries", content=b"{not json", headers=h)
+    assert r.status_code == 400
+    assert r.json()["error"]["code"] == "bad_request"
+    big = json.dumps({"request_id": "x", "spec": {"pad": "x" * 300_000}}).encode()
+    r = http.post("/v1/queries", content=big, headers=h)
+    assert r.status_code == 400
+    assert "limit" in r.json()["error"]["message"]
+    r = http.get("/v1/nothing-here", headers=h)
+    assert r.status_code == 404
+    assert r.json()["error"]["code"] == "not_found"
+
+
+def test_internal_errors_leak_nothing(
+    http: TestClient, node: TestNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A crash in the DP layer becomes a generic 500: no traceback, no value, no charge."""
+
+    def boom(*_a: Any) -> Any:
+        raise RuntimeError("private value 4242 in row 17")
+
+    monkeypatch.setattr(service_module, "execute", boom)
+    r = release(http, node, "crash")
+    assert r.status_code == 500
+    text = r.text
+    assert "4242" not in text
+    assert "Traceback" not in text
+    assert r.json()["error"]["code"] == "internal_error"
+    assert spent(http, node) == 0
+
+
+def test_datasets_schema_and_mock(http: TestClient, node: TestNode) -> None:
+    h = auth(node, "alice")
+    listing = http.get("/v1/datasets", headers=h).json()["datasets"]
+    assert [d["name"] for d in listing] == ["patients"]
+    schema = http.get("/v1/datasets/patients", headers=h).json()["schema"]
+    assert schema["columns"]["age"]["type"] == "int"
+    pq = http.get("/v1/datasets/patients/mock", headers=h)
+    assert pq.status_code == 200
+    mock = pl.read_parquet(io.BytesIO(pq.content))
+    assert mock.columns == list(schema["columns"])
+    assert mock.height == 200
+    csv = http.get("/v1/datasets/patients/mock?format=csv", headers=h)
+    assert csv.headers["content-type"].startswith("text/csv")
+    assert pl.read_csv(io.BytesIO(csv.content)).height == 200
+    missing = http.get("/v1/datasets/secret", headers=h)
+    assert missing.status_code == 404
+    assert "patients" in missing.json()["error"]["message"]
+
+
+def test_owner_administers_users_and_budgets_over_http(http: TestClient, node: TestNode) -> None:
+    h = auth(node, "owner")
+    r = http.post("/v1/admin/users", json={"name": "carol", "epsilon": 0.7}, headers=h)
+    assert r.status_code == 201, r.text
+    token = r.json()["token"]
+    me = http.get("/v1/node", headers={"Authorization": f"Bearer {token}"}).json()
+    assert me["user"] == {"name": "carol", "role": "scientist"}
+    r = http.put("/v1/admin/budgets/carol", json={"epsilon": 3.0, "delta": 1e-6}, headers=h)
+    assert r.json()["epsilon_total"] == 3.0
+    r = http.put("/v1/admin/caps/patients", json={"epsilon": 5.0}, headers=h)
+    assert r.json()["epsilon_total"] == 5.0
+    actions = [e["action"] for e in http.get("/v1/admin/audit", headers=h).json()["audit"]]
+    assert len(actions) >= 3
+    users = [u["name"] for u in http.get("/v1/admin/users", headers=h).json()["users"]]
+    assert "carol" in users
+    dup = http.post("/v1/admin/users", json={"name": "carol"}, headers=h)
+    assert dup.status_code == 409
+
+
+# ----------------------------------------------------------------- the authorization matrix
+
+ENDPOINTS: list[tuple[str, str, Any]] = [
+    ("GET", "/v1/node", None),
+    ("GET", "/v1/datasets", None),
+    ("GET", "/v1/datasets/patients", None),
+    ("GET", "/v1/datasets/patients/mock", None),
+    ("POST", "/v1/queries/preview", "spec"),
+    ("POST", "/v1/queries", "release"),
+    ("GET", "/v1/budget", None),
+    ("GET", "/v1/releases", None),
+    ("GET", "/v1/admin/users", None),
+    ("POST", "/v1/admin/users", {"name": "dave"}),
+    ("GET", "/v1/admin/budgets/alice", None),
+    ("PUT", "/v1/admin/budgets/alice", {"epsilon": 2.5}),
+    ("GET", "/v1/admin/caps", None),
+    ("PUT", "/v1/admin/caps/patients", {"epsilon": 9.0}),
+    ("GET", "/v1/admin/audit", None),
+]
+ADMIN = "/v1/admin/"
+
+
+@pytest.mark.parametrize(("method", "path", "payload"), ENDPOINTS)
+@pytest.mark.parametrize("who", ["none", "bad", "alice", "bob", "owner"])
+def test_authorization_matrix(
+    http: TestClient, node: TestNode, method: str, path: str, payload: Any, who: str
+) -> None:
+    """Every endpoint × every caller: 401 without a valid token, 403 for scientists on admin
+    routes, success otherwise; owners have no budget, so their releases are refused."""
+    headers = {"none": {}, "bad": {"Authorization": "Bearer rds_not-a-real-token"}}.get(who)
+    if headers is None:
+        headers = auth(node, who)
+    body = (
+        {"spec": spec(), "release": {"request_id": f"m-{who}", "spec": spec()}}.get(
+            payload, payload
+        )
+        if isinstance(payload, str | type(None))
+        else payload
+    )
+    r = http.request(method, path, json=body, headers=headers)
+    if who in ("none", "bad"):
+        expected = 401
+    elif path.startswith(ADMIN) and who != "owner":
+        expected = 403
+    elif path == "/v1/queries" and who == "owner":
+        expected = 403  # owners hold no budget unless they grant themselves one
+    else:
+        expected = 201 if (method == "POST" and path.startswith(ADMIN)) else 200
+    assert r.status_code == expected, r.text
+    if expected >= 400:
+        assert set(r.json()) == {"error"}
+        assert set(r.json()["error"]) == {"code", "message", "detail"}
+
+
+def test_scientists_see_only_their_own_releases(http: TestClient, node: TestNode) -> None:
+    release(http, node, "alice-1")
+    bob = http.get("/v1/releases", headers=auth(node, "bob")).json()["releases"]
+    assert bob == []
+    # bob reusing alice's request_id is simply a new release of his own
+    r = release(http, node, "alice-1", who="bob")
+    assert r.json()["replayed"] is False
