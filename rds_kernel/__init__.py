@@ -1,1 +1,71 @@
-"""rds_kernel."""
+"""rds_kernel: differentially private queries against data owners' nodes, from Jupyter.
+
+Scientists need one import::
+
+    import rds_kernel as rds
+
+    node = rds.connect("http://127.0.0.1:8765", token=token)
+    patients = node.dataset("patients")
+    q = patients.filter(rds.col("age") >= 50).group_by("sex").agg(rds.count())
+    q.preview(epsilon=0.5)         # cost and ± accuracy; spends nothing
+    df = q.release(epsilon=0.5)    # pandas DataFrame; df.attrs["epsilon_spent"]
+
+Importing this package is light: no pandas, polars, opendp, requests or server code until a
+function needs them.
+"""
+
+from rds_kernel.client import Budget, Node, Preview, RemoteDataset, connect
+from rds_kernel.errors import (
+    AuthenticationError,
+    BadRequest,
+    BudgetExceeded,
+    Conflict,
+    InternalError,
+    NodeUnavailable,
+    NotFound,
+    PermissionDenied,
+    RdsError,
+    SchemaError,
+    SpecError,
+)
+from rds_kernel.spec import (
+    Query,
+    QuerySpec,
+    col,
+    count,
+    lit,
+    mean,
+    median,
+    quantile,
+    sum,
+    variance,
+)
+
+__all__ = [
+    "AuthenticationError",
+    "BadRequest",
+    "Budget",
+    "BudgetExceeded",
+    "Conflict",
+    "InternalError",
+    "Node",
+    "NodeUnavailable",
+    "NotFound",
+    "PermissionDenied",
+    "Preview",
+    "Query",
+    "QuerySpec",
+    "RdsError",
+    "RemoteDataset",
+    "SchemaError",
+    "SpecError",
+    "col",
+    "connect",
+    "count",
+    "lit",
+    "mean",
+    "median",
+    "quantile",
+    "sum",
+    "variance",
+]

@@ -1,0 +1,150 @@
+"""A dataset on a node: its public schema, its mock data, and the queries run against it."""
+
+from __future__ import annotations
+
+import io
+import uuid
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from rds_kernel.client._results import Preview, release_frame, result_frame
+from rds_kernel.client._transport import RELEASE_RETRIES, path
+from rds_kernel.errors import NodeUnavailable, SpecError
+from rds_kernel.schema import Schema
+from rds_kernel.spec import Aggregate, Expr, Query, QuerySpec, validate
+
+if TYPE_CHECKING:  # pragma: no cover - heavy modules are imported on first use
+    import pandas as pd
+    import polars as pl
+
+    from rds_kernel.client._node import Node
+    from rds_kernel.spec._expr import Keys
+
+
+class RemoteDataset:
+    """A dataset on a node. Build queries from it; they preview, release and run on mock here::
+
+        q = patients.filter(rds.col("age") >= 50).group_by("sex").agg(rds.count())
+        q.preview(epsilon=0.5)
+
+    ``schema`` is the owner's public schema. ``mock`` is the owner's public mock data (made
+    without looking at private rows), downloaded once and kept.
+    """
+
+    def __init__(self, node: Node, name: str, schema: Schema) -> None:
+        self.node = node
+        self.name = name
+        self.schema = schema
+        self._mock: pl.DataFrame | None = None
+
+    def __repr__(self) -> str:
+        n = len(self.schema.columns)
+        return f"<RemoteDataset {self.name!r} on {self.node.name}: {n} columns>"
+
+    # ------------------------------------------------------------------ mock data
+
+    @property
+    def mock(self) -> pd.DataFrame:
+        """The mock data as a pandas DataFrame (a fresh copy each time; downloaded once)."""
+        return self.mock_frame().to_pandas()
+
+    def mock_frame(self) -> pl.DataFrame:
+        """The mock data as a polars DataFrame, typed per the schema (what run_on_mock uses)."""
+        if self._mock is None:
+            import polars as pl
+
+            from rds_kernel.mock import check_frame
+
+            route = path("v1", "datasets", self.name, "mock")
+            data = self.node._transport.get_bytes(route, params={"format": "parquet"})
+            try:
+                frame = pl.read_parquet(io.BytesIO(data))
+            except (pl.exceptions.PolarsError, OSError) as exc:
+                raise NodeUnavailable(
+                    f"the mock data of {self.name!r} from {self.node.name} is not a Parquet "
+                    f"file ({type(exc).__name__}); ask the node owner to check the node"
+                ) from None
+            self._mock = check_frame(frame, self.schema, f"mock data of {self.name!r}")
+        return self._mock
+
+    # ------------------------------------------------------------------ building queries
+
+    def query(self) -> Query:
+        """An empty query on this dataset (``count()`` of all rows until you add aggregates)."""
+        return Query(self.name, runner=self)
+
+    def filter(self, *conditions: Expr) -> Query:
+        """Keep rows where every condition holds, e.g. ``filter(rds.col("age") >= 50)``."""
+        return self.query().filter(*conditions)
+
+    def with_columns(self, **exprs: Expr) -> Query:
+        """Add derived columns, e.g. ``with_columns(age_band=rds.col("age").bin([40, 65]))``."""
+        return self.query().with_columns(**exprs)
+
+    def group_by(self, *columns: str, keys: Keys = "public") -> Query:
+        """Group by columns with public keys; see :meth:`rds_kernel.Query.group_by`."""
+        return self.query().group_by(*columns, keys=keys)
+
+    def agg(self, *aggregates: Aggregate) -> Query:
+        """Aggregates over all rows, e.g. ``agg(rds.count(), rds.mean("age"))``."""
+        return self.query().agg(*aggregates)
+
+    def histogram(self, column: str, edges: Sequence[float], *, name: str | None = None) -> Query:
+        """Counts per bin of ``column``, with underflow and overflow bins."""
+        return self.query().histogram(column, edges, name=name)
+
+    # ------------------------------------------------------------------ running them (QueryRunner)
+
+    def preview(self, spec: QuerySpec) -> Preview:
+        """Ask the node what ``spec`` would cost and how accurate it would be. Free."""
+        self._check(spec)
+        raw = self.node._transport.post_json("/v1/queries/preview", spec.to_dict())
+        return Preview.from_dict(raw, self.node.name)
+
+    def release(self, spec: QuerySpec, request_id: str | None = None) -> pd.DataFrame:
+        """Run ``spec`` on the private data; the node charges its exact cost to your budget.
+
+        The ``request_id`` (a fresh random one unless given) is chosen before the first try,
+        and lost connections are retried with it, so the node charges the release once.
+        """
+        self._check(spec)
+        request_id = request_id if request_id is not None else uuid.uuid4().hex
+        body = {"request_id": request_id, "spec": spec.to_dict()}
+        try:
+            raw = self.node._transport.post_json("/v1/queries", body, retries=RELEASE_RETRIES)
+        except NodeUnavailable as exc:
+            raise NodeUnavailable(
+                f"{exc.message}. The release may have been charged; run it again with "
+                f"request_id={request_id!r} to get its answer without paying twice",
+                {**exc.detail, "request_id": request_id},
+            ) from None
+        return release_frame(raw, self.node.name)
+
+    def run_on_mock(self, spec: QuerySpec) -> pd.DataFrame:
+        """Run ``spec`` locally on the mock data through the same DP layer. Sends nothing.
+
+        The answer has the shape of a release; ``attrs["epsilon_spent"]`` is what a release
+        would cost, and ``attrs["mock"]`` is True.
+        """
+        from rds_kernel.dp import execute, prepare
+
+        self._check(spec)
+        prepared = prepare(validate(spec, self.schema), self.schema)
+        result = execute(prepared, self.mock_frame().lazy())
+        epsilon, delta = prepared.cost
+        return result_frame(
+            result.to_dict(),
+            node=self.node.name,
+            dataset=self.name,
+            epsilon_spent=epsilon,
+            delta_spent=delta,
+            summary=list(prepared.summary),
+            mock=True,
+        )
+
+    def _check(self, spec: QuerySpec) -> None:
+        if spec.dataset != self.name:
+            raise SpecError(
+                f"this query is for dataset {spec.dataset!r}, not {self.name!r}; "
+                f"build it from node.dataset({spec.dataset!r})"
+            )

@@ -1,0 +1,102 @@
+"""The public surface of ``import rds_kernel as rds``: its names, and how light the import is."""
+
+from __future__ import annotations
+
+import ast
+import json
+import pathlib
+import subprocess
+import sys
+
+import rds_kernel
+import rds_kernel.client
+
+HEAVY = (
+    "fastapi",
+    "uvicorn",
+    "sqlalchemy",
+    "starlette",
+    "opendp",
+    "polars",
+    "pandas",
+    "numpy",
+    "pyarrow",
+    "requests",
+    "rds_kernel.node",
+    "rds_kernel.dp",
+)
+
+
+def test_all_is_pinned() -> None:
+    """Adding or removing a public name is a deliberate change to this list."""
+    assert rds_kernel.__all__ == [
+        "AuthenticationError",
+        "BadRequest",
+        "Budget",
+        "BudgetExceeded",
+        "Conflict",
+        "InternalError",
+        "Node",
+        "NodeUnavailable",
+        "NotFound",
+        "PermissionDenied",
+        "Preview",
+        "Query",
+        "QuerySpec",
+        "RdsError",
+        "RemoteDataset",
+        "SchemaError",
+        "SpecError",
+        "col",
+        "connect",
+        "count",
+        "lit",
+        "mean",
+        "median",
+        "quantile",
+        "sum",
+        "variance",
+    ]
+    assert rds_kernel.client.__all__ == ["Budget", "Node", "Preview", "RemoteDataset", "connect"]
+
+
+def test_every_public_name_exists() -> None:
+    for name in rds_kernel.__all__:
+        assert getattr(rds_kernel, name) is not None, name
+    for name in rds_kernel.client.__all__:
+        assert getattr(rds_kernel.client, name) is getattr(rds_kernel, name)
+
+
+def test_import_is_light() -> None:
+    """`import rds_kernel` loads no server stack, DP engine, dataframe library or HTTP client."""
+    code = (
+        "import json, sys, time; t = time.perf_counter(); import rds_kernel; "
+        "print(json.dumps({'seconds': time.perf_counter() - t, 'modules': sorted(sys.modules)}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    report = json.loads(out.stdout)
+    loaded = [m for m in report["modules"] if any(m == h or m.startswith(h + ".") for h in HEAVY)]
+    assert loaded == []
+    assert report["seconds"] < 1.0
+
+
+def _imports(source: pathlib.Path) -> set[str]:
+    tree = ast.parse(source.read_text(encoding="utf-8"))
+    names: set[str] = set()
+    for n in ast.walk(tree):
+        if isinstance(n, ast.Import):
+            names.update(a.name for a in n.names)
+        elif isinstance(n, ast.ImportFrom) and n.module:
+            names.add(n.module)
+            names.update(f"{n.module}.{a.name}" for a in n.names)
+    return names
+
+
+def test_client_never_imports_the_node() -> None:
+    """The client runs on scientists' machines; the node's code is not its business."""
+    root = pathlib.Path(rds_kernel.client.__file__).parent
+    for source in [*root.glob("*.py"), pathlib.Path(rds_kernel.__file__)]:
+        node = {m for m in _imports(source) if m.startswith("rds_kernel.node")}
+        assert node == set(), source
