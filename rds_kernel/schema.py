@@ -306,7 +306,7 @@ def _parse_bounds(source: str, where: str, ctype: str, raw: Any) -> tuple[Bound,
         raise _fail(source, where, "bounds must be finite numbers")
     if ctype == "int" and not (isinstance(lo, int) and isinstance(hi, int)):
         raise _fail(source, where, "an int column needs integer bounds, e.g. [0, 120]")
-    if ctype == "int" and not (-(2**63) <= lo and hi <= 2**63 - 1):
+    if ctype == "int" and not (lo >= -(2**63) and hi <= 2**63 - 1):
         raise _fail(source, where, "int bounds must fit in 64 bits")
     if lo >= hi:
         raise _fail(source, where, f"the lower bound {lo} must be below the upper bound {hi}")
