@@ -35,6 +35,8 @@ sys.path.insert(0, str(ROOT))
 
 from rds_kernel.demo.patients import generate_patients, patients_schema  # noqa: E402
 from rds_kernel.dp import execute, prepare  # noqa: E402
+from rds_kernel.node.datasets import PRIVATE_COMPRESSION  # noqa: E402
+from rds_kernel.node.runtime import tune_allocator  # noqa: E402
 from rds_kernel.node.service import NodeService  # noqa: E402
 from rds_kernel.node.settings import write_settings  # noqa: E402
 from rds_kernel.spec import Query, count, mean, validate  # noqa: E402
@@ -203,11 +205,15 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--repeat", type=int, default=30)
     args = ap.parse_args()
+    tune_allocator()  # as `rds node serve` does, so in-process figures compare with (c)
 
     DATA.mkdir(parents=True, exist_ok=True)
-    path = DATA / f"patients_{args.rows}.parquet"
+    path = DATA / f"patients_{args.rows}.lz4.parquet"
     if not path.exists():
-        generate_patients("hospital_a", n=args.rows).write_parquet(path)
+        # stored as the node stores private data, so (a), (b) and (c) read the same bytes
+        generate_patients("hospital_a", n=args.rows).write_parquet(
+            path, compression=PRIVATE_COMPRESSION
+        )
     print(
         f"dataset: {args.rows:,} rows, {path.stat().st_size / 1e6:.1f} MB parquet; "
         f"{os.cpu_count()} cores"

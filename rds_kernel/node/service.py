@@ -114,7 +114,7 @@ class NodeService:
             "requested": {"epsilon": spec.epsilon, "delta": spec.delta},
             "cost": {"epsilon": eps, "delta": delta},
             "summary": prepared.summary,
-            "budget": self.store.budget(user.name).to_dict(),
+            "budget": self.store.budget_of(user).to_dict(),
         }
 
     def release(self, user: User, request_id: Any, raw_spec: Any) -> dict[str, Any]:
@@ -170,7 +170,7 @@ class NodeService:
 
         Only an optimisation: ``Store.charge`` re-checks inside its transaction.
         """
-        view = self.store.budget(user.name)
+        view = self.store.budget_of(user)
         lines: list[tuple[str, BudgetLine]] = [("this node", view)]
         if dataset in view.per_dataset:
             lines.append((f"dataset {dataset!r}", view.per_dataset[dataset]))
@@ -204,13 +204,13 @@ class NodeService:
             "node": self.settings.name,
             "replayed": replayed,
             "created_at": created_at,
-            "budget": self.store.budget(user.name).to_dict(),
+            "budget": self.store.budget_of(user).to_dict(),
         }
 
     # ------------------------------------------------------------------ budgets and history
 
     def budget(self, user: User) -> BudgetView:
-        return self.store.budget(user.name)
+        return self.store.budget_of(user)
 
     def releases(self, user: User, limit: int) -> list[dict[str, Any]]:
         out = []

@@ -209,7 +209,11 @@ class Store:
 
     def budget(self, user: str) -> BudgetView:
         """``user``'s node-wide budget and per-dataset caps; no budget set means zero."""
-        return ledger.budget_view(self._engine, self.get_user(user))
+        return self.budget_of(self.get_user(user))
+
+    def budget_of(self, user: User) -> BudgetView:
+        """Like :meth:`budget`, for a user already at hand (saves the lookup by name)."""
+        return ledger.budget_view(self._engine, user)
 
     def dataset_caps(self) -> dict[str, BudgetLine]:
         """The global per-dataset caps, with what all scientists together spent on each."""

@@ -701,3 +701,11 @@ def test_random_sequences_keep_the_ledger_sound(store: Store, ops: list[tuple[An
             before = seen_spent.get(s, (0.0, 0.0))
             assert eps_spent >= before[0] and delta_spent >= before[1]
             seen_spent[s] = (eps_spent, delta_spent)
+
+
+def test_budget_of_a_user_at_hand_equals_budget_by_name(store: Store) -> None:
+    alice = scientist(store, epsilon=2.0)
+    store.set_budget("alice", 1.0, dataset="patients", actor="owner")
+    charge(store, alice, 0.25)
+    assert store.budget_of(alice) == store.budget("alice")
+    assert store.budget_of(alice).epsilon_spent == 0.25
