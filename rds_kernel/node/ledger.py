@@ -19,6 +19,7 @@ two charges cannot deadlock and the later one reads the balance the earlier one 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any, Literal
 
 import sqlalchemy as sa
@@ -93,7 +94,9 @@ def charge(
         raise BadRequest(f"the answer must be a JSON object, got {type(answer).__name__}")
     try:
         with engine.begin() as conn:
-            return _charge(conn, user, dataset, request_id, spec_hash, epsilon, delta, stored)
+            result = _charge(conn, user, dataset, request_id, spec_hash, epsilon, delta, stored)
+            # the balance after this charge, read in the same transaction (no second round trip)
+            return replace(result, budget=_view(conn, user))
     except sa.exc.IntegrityError:
         # The backstop for twins: a concurrent request with the same request_id committed its
         # release between our check and our insert (the user-row lock normally prevents this).
@@ -332,17 +335,21 @@ def _set_totals(
 def budget_view(engine: Engine, user: User) -> BudgetView:
     """The user's node-wide budget and their per-dataset caps (datasets without a cap omitted)."""
     with reading(engine) as conn:
-        node = conn.execute(
-            sa.select(user_budgets).where(user_budgets.c.user_id == user.id)
-        ).one_or_none()
-        capped = conn.execute(
-            sa.select(user_dataset_budgets)
-            .where(
-                user_dataset_budgets.c.user_id == user.id,
-                user_dataset_budgets.c.epsilon_total.is_not(None),
-            )
-            .order_by(user_dataset_budgets.c.dataset)
-        ).all()
+        return _view(conn, user)
+
+
+def _view(conn: sa.Connection, user: User) -> BudgetView:
+    node = conn.execute(
+        sa.select(user_budgets).where(user_budgets.c.user_id == user.id)
+    ).one_or_none()
+    capped = conn.execute(
+        sa.select(user_dataset_budgets)
+        .where(
+            user_dataset_budgets.c.user_id == user.id,
+            user_dataset_budgets.c.epsilon_total.is_not(None),
+        )
+        .order_by(user_dataset_budgets.c.dataset)
+    ).all()
     line = _line(node) if node is not None else BudgetLine.of(0.0, 0.0, 0.0, 0.0)
     return BudgetView(
         user=user.name,

@@ -67,9 +67,13 @@ class ChargeResult:
 
     release: Release
     replayed: bool
+    budget: BudgetView | None = None  # the user's balance right after the charge
 
     def to_dict(self) -> dict[str, Any]:
-        return {"release": self.release.to_dict(), "replayed": self.replayed}
+        out: dict[str, Any] = {"release": self.release.to_dict(), "replayed": self.replayed}
+        if self.budget is not None:
+            out["budget"] = self.budget.to_dict()
+        return out
 
 
 @dataclass(frozen=True)

@@ -163,6 +163,7 @@ class NodeService:
             replayed=charged.replayed,
             user=user,
             created_at=rel.created_at.isoformat(),
+            budget=charged.budget,
         )
 
     def _precheck(self, user: User, dataset: str, eps: float, delta: float) -> None:
@@ -171,15 +172,16 @@ class NodeService:
         Only an optimisation: ``Store.charge`` re-checks inside its transaction.
         """
         view = self.store.budget_of(user)
-        lines: list[tuple[str, BudgetLine]] = [("this node", view)]
+        lines: list[tuple[str, BudgetLine]] = [(self.settings.name, view)]
         if dataset in view.per_dataset:
             lines.append((f"dataset {dataset!r}", view.per_dataset[dataset]))
         for where, line in lines:
             if eps > line.epsilon_remaining or delta > line.delta_remaining:
                 raise BudgetExceeded(
-                    f"needs ε={eps:.6g}, δ={delta:.3g}; {line.epsilon_remaining:.6g} ε and "
-                    f"{line.delta_remaining:.3g} δ left for you on {where} — ask the owner to "
-                    "raise your budget, or spend less (a smaller epsilon)",
+                    f"needs ε={eps:.6g}{f', δ={delta:.3g}' if delta else ''}; "
+                    f"{line.epsilon_remaining:.6g} ε"
+                    f"{f' and {line.delta_remaining:.3g} δ' if delta else ''} left on {where} — "
+                    "ask the owner to raise your budget, or spend less (a smaller epsilon)",
                     {
                         "needed": {"epsilon": eps, "delta": delta},
                         "remaining": {
@@ -197,14 +199,16 @@ class NodeService:
         replayed: bool,
         user: User,
         created_at: str | None = None,
+        budget: BudgetView | None = None,
     ) -> dict[str, Any]:
+        view = budget if budget is not None else self.store.budget_of(user)
         return {
             **answer,
             "request_id": request_id,
             "node": self.settings.name,
             "replayed": replayed,
             "created_at": created_at,
-            "budget": self.store.budget_of(user).to_dict(),
+            "budget": view.to_dict(),
         }
 
     # ------------------------------------------------------------------ budgets and history

@@ -115,7 +115,9 @@ def test_running_out_of_budget_refuses_and_charges_nothing(
     assert r.status_code == 403
     err = r.json()["error"]
     assert err["code"] == "budget_exceeded"
-    assert "ask the owner" in err["message"]
+    assert err["message"].startswith("needs ε=0.5; ")
+    assert "left on test_node — ask the owner" in err["message"]
+    assert err["detail"]["needed"]["epsilon"] == pytest.approx(0.5)
     assert spent(http, node, "bob") == before <= 1.0
     history = http.get("/v1/releases", headers=auth(node, "bob")).json()["releases"]
     assert {h["request_id"] for h in history} == {"b1", "b2"}

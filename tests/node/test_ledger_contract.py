@@ -709,3 +709,11 @@ def test_budget_of_a_user_at_hand_equals_budget_by_name(store: Store) -> None:
     charge(store, alice, 0.25)
     assert store.budget_of(alice) == store.budget("alice")
     assert store.budget_of(alice).epsilon_spent == 0.25
+
+
+def test_a_charge_returns_the_balance_after_it(store: Store) -> None:
+    alice = scientist(store, epsilon=2.0)
+    result = charge(store, alice, 0.5)
+    assert result.budget == store.budget("alice")
+    assert result.budget is not None
+    assert result.budget.epsilon_remaining == 1.5
