@@ -134,11 +134,11 @@ def _charge(
     user_dataset_key = sa.and_(
         user_dataset_budgets.c.user_id == user.id, user_dataset_budgets.c.dataset == dataset
     )
-    _ensure(conn, user_dataset_budgets, {"user_id": user.id, "dataset": dataset})
-    user_dataset_row = _lock(conn, user_dataset_budgets, user_dataset_key)
+    user_dataset_row = _lock_or_create(
+        conn, user_dataset_budgets, user_dataset_key, {"user_id": user.id, "dataset": dataset}
+    )
     global_key = dataset_budgets.c.dataset == dataset
-    _ensure(conn, dataset_budgets, {"dataset": dataset})
-    global_row = _lock(conn, dataset_budgets, global_key)
+    global_row = _lock_or_create(conn, dataset_budgets, global_key, {"dataset": dataset})
 
     scopes: list[tuple[Limit, sa.Table, sa.ColumnElement[bool], sa.Row[Any] | None]] = [
         ("user", user_budgets, node_key, node_row),
@@ -417,6 +417,17 @@ def _ensure(conn: sa.Connection, table: sa.Table, ident: dict[str, Any]) -> None
     """Insert the budget row ``ident`` with no cap and nothing spent, unless it exists."""
     insert = postgresql_insert if conn.dialect.name == "postgresql" else sqlite_insert
     conn.execute(insert(table).values(**ident).on_conflict_do_nothing())
+
+
+def _lock_or_create(
+    conn: sa.Connection, table: sa.Table, key: sa.ColumnElement[bool], ident: dict[str, Any]
+) -> sa.Row[Any] | None:
+    """Lock the budget row ``ident``, creating it first if this is its first charge."""
+    row = _lock(conn, table, key)
+    if row is None:
+        _ensure(conn, table, ident)
+        row = _lock(conn, table, key)
+    return row
 
 
 def _lock(conn: sa.Connection, table: sa.Table, key: sa.ColumnElement[bool]) -> sa.Row[Any] | None:
