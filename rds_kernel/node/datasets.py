@@ -40,6 +40,7 @@ class Dataset:
     name: str
     schema: Schema
     directory: Path
+    version: int = 0  # the directory's inode: `dataset add --replace` swaps in a new one
 
     @property
     def data_path(self) -> Path:
@@ -60,6 +61,13 @@ class Dataset:
             "columns": len(self.schema.columns),
             "public_row_count": self.schema.public_row_count,
         }
+
+
+def _inode(directory: Path) -> int | None:
+    try:
+        return directory.stat().st_ino
+    except FileNotFoundError:
+        return None
 
 
 def _read_table(path: Path) -> pl.DataFrame:
@@ -90,17 +98,18 @@ class DatasetRegistry:
 
     def get(self, name: str) -> Dataset:
         """The dataset called ``name``; :class:`NotFound` (listing the others) if absent."""
-        cached = self._cache.get(name)
-        if cached is not None:
-            return cached
         directory = self.root / name
-        if not _NAME.match(name) or not (directory / DATA_FILE).is_file():
+        version = _inode(directory) if _NAME.match(name) else None
+        cached = self._cache.get(name)
+        if cached is not None and cached.version == version:
+            return cached
+        if version is None or not (directory / DATA_FILE).is_file():
             raise NotFound(
                 f"no dataset {name!r} on this node; available: {', '.join(self.names()) or 'none'}",
                 {"dataset": name},
             )
         schema = load_schema(directory / SCHEMA_FILE).with_name(name)
-        ds = Dataset(name=name, schema=schema, directory=directory)
+        ds = Dataset(name=name, schema=schema, directory=directory, version=version)
         self._cache[name] = ds
         return ds
 

@@ -49,7 +49,7 @@ class NodeService:
         self.settings = settings
         self.store = store or Store(settings.resolved_database_url)
         self.datasets = DatasetRegistry(settings.directory)
-        self._prepared: OrderedDict[tuple[str, str], PreparedQuery] = OrderedDict()
+        self._prepared: OrderedDict[tuple[str, int, str], PreparedQuery] = OrderedDict()
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -92,7 +92,7 @@ class NodeService:
     def _prepared_query(self, raw_spec: Any) -> tuple[QuerySpec, Dataset, PreparedQuery]:
         spec = QuerySpec.from_dict(raw_spec)
         ds = self.datasets.get(spec.dataset)
-        key = (ds.name, spec.hash())
+        key = (ds.name, ds.version, spec.hash())
         with self._lock:
             cached = self._prepared.get(key)
             if cached is not None:

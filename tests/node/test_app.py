@@ -276,3 +276,24 @@ def test_scientists_see_only_their_own_releases(http: TestClient, node: TestNode
     # bob reusing alice's request_id is simply a new release of his own
     r = release(http, node, "alice-1", who="bob")
     assert r.json()["replayed"] is False
+
+
+def test_a_replaced_dataset_is_served_with_its_new_schema(
+    http: TestClient, node: TestNode, tmp_path: Path
+) -> None:
+    """`rds dataset add --replace` while the node runs: the next request sees the new schema."""
+    h = auth(node, "alice")
+    assert http.post("/v1/queries/preview", json=spec(), headers=h).status_code == 200
+    data = tmp_path / "small.csv"
+    data.write_text("age,sex\n30,F\n40,M\n")
+    schema = tmp_path / "small.toml"
+    schema.write_text(
+        '[columns.age]\ntype = "int"\nbounds = [0, 120]\n'
+        '[columns.sex]\ntype = "category"\ncategories = ["F", "M"]\n'
+    )
+    node.service.datasets.add("patients", data, schema, replace=True)
+    cols = http.get("/v1/datasets/patients", headers=h).json()["schema"]["columns"]
+    assert list(cols) == ["age", "sex"]
+    r = http.post("/v1/queries/preview", json=spec(), headers=h)
+    assert r.status_code == 422
+    assert "cvd" in r.json()["error"]["message"]
