@@ -10,9 +10,14 @@ Scientists need one import::
     q.preview(epsilon=0.5)         # cost and ± accuracy; spends nothing
     df = q.release(epsilon=0.5)    # pandas DataFrame; df.attrs["epsilon_spent"]
 
+In Jupyter, ``%load_ext rds_kernel`` adds the ``%rds`` magics and the budget meter (see
+``%rds?`` and :mod:`rds_kernel.jupyter`).
+
 Importing this package is light: no pandas, polars, opendp, requests or server code until a
 function needs them.
 """
+
+from typing import Any
 
 from rds_kernel.client import Budget, Node, Preview, RemoteDataset, connect
 from rds_kernel.errors import (
@@ -69,3 +74,17 @@ __all__ = [
     "sum",
     "variance",
 ]
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext rds_kernel``: register the ``%rds`` magics (help: ``%rds?``)."""
+    from rds_kernel.jupyter import load_ipython_extension as load
+
+    load(ipython)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """``%unload_ext rds_kernel``: remove the magics, the displays and the budget listener."""
+    from rds_kernel.jupyter import unload_ipython_extension as unload
+
+    unload(ipython)

@@ -9,12 +9,40 @@
     df = q.release(epsilon=0.5)   # noisy answer; df.attrs["epsilon_spent"]
     q.run_on_mock(epsilon=0.5)    # the same query, locally, on the mock data
 
+Saved connections (``connections.json``, shared with the notebook magics and the JupyterLab
+sidebar) are in :mod:`rds_kernel.client._connections`; budget listeners, which the notebook's
+budget meter uses to follow every release, in :mod:`rds_kernel.client._events`.
+
 This package never imports the node (``rds_kernel.node``); pandas, polars, opendp and requests
 are imported when first needed, so ``import rds_kernel`` stays fast.
 """
 
+from rds_kernel.client._connections import (
+    Connection,
+    check_connection_name,
+    connections_path,
+    load_connections,
+    remove_connection,
+    save_connection,
+)
 from rds_kernel.client._dataset import RemoteDataset
+from rds_kernel.client._events import BudgetListener, add_budget_listener, remove_budget_listener
 from rds_kernel.client._node import Node, connect
 from rds_kernel.client._results import Budget, Preview
 
-__all__ = ["Budget", "Node", "Preview", "RemoteDataset", "connect"]
+__all__ = [
+    "Budget",
+    "BudgetListener",
+    "Connection",
+    "Node",
+    "Preview",
+    "RemoteDataset",
+    "add_budget_listener",
+    "check_connection_name",
+    "connect",
+    "connections_path",
+    "load_connections",
+    "remove_budget_listener",
+    "remove_connection",
+    "save_connection",
+]

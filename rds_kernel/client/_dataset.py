@@ -7,7 +7,8 @@ import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from rds_kernel.client._results import Preview, release_frame, result_frame
+from rds_kernel.client._events import notify_budget
+from rds_kernel.client._results import Budget, Preview, release_frame, result_frame
 from rds_kernel.client._transport import RELEASE_RETRIES, path
 from rds_kernel.errors import NodeUnavailable, SpecError
 from rds_kernel.schema import Schema
@@ -99,13 +100,17 @@ class RemoteDataset:
         """Ask the node what ``spec`` would cost and how accurate it would be. Free."""
         self._check(spec)
         raw = self.node._transport.post_json("/v1/queries/preview", spec.to_dict())
-        return Preview.from_dict(raw, self.node.name)
+        preview = Preview.from_dict(raw, self.node.name)
+        notify_budget(self.node.name, preview.budget)
+        return preview
 
     def release(self, spec: QuerySpec, request_id: str | None = None) -> pd.DataFrame:
         """Run ``spec`` on the private data; the node charges its exact cost to your budget.
 
         The ``request_id`` (a fresh random one unless given) is chosen before the first try,
         and lost connections are retried with it, so the node charges the release once.
+        Budget listeners (:func:`rds_kernel.client.add_budget_listener`) then hear your budget
+        after the charge.
         """
         self._check(spec)
         request_id = request_id if request_id is not None else uuid.uuid4().hex
@@ -118,7 +123,10 @@ class RemoteDataset:
                 f"request_id={request_id!r} to get its answer without paying twice",
                 {**exc.detail, "request_id": request_id},
             ) from None
-        return release_frame(raw, self.node.name)
+        frame = release_frame(raw, self.node.name)
+        if isinstance(raw, dict) and raw.get("budget") is not None:
+            notify_budget(self.node.name, Budget.from_dict(raw["budget"]))
+        return frame
 
     def run_on_mock(self, spec: QuerySpec) -> pd.DataFrame:
         """Run ``spec`` locally on the mock data through the same DP layer. Sends nothing.

@@ -6,6 +6,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from rds_kernel.client._dataset import RemoteDataset
+from rds_kernel.client._events import notify_budget
 from rds_kernel.client._results import Budget, releases_frame, require
 from rds_kernel.client._transport import DEFAULT_TIMEOUT, Timeout, Transport, display_url, path
 from rds_kernel.schema import Schema
@@ -90,7 +91,9 @@ class Node:
 
     def budget(self) -> Budget:
         """Your privacy budget on this node now: total, spent and remaining epsilon and delta."""
-        return Budget.from_dict(self._transport.get_json("/v1/budget"))
+        budget = Budget.from_dict(self._transport.get_json("/v1/budget"))
+        notify_budget(self.name, budget)
+        return budget
 
     def releases(self, limit: int = 100) -> pd.DataFrame:
         """Your most recent releases on this node (request_id, dataset, cost, time, spec)."""
