@@ -7,7 +7,11 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: demo test lint typecheck env clean
 
-$(STAMP): pyproject.toml
+# The install builds the JupyterLab sidebar (labextension/) too: rebuild when its sources change.
+LABEXTENSION := labextension/package.json labextension/yarn.lock labextension/tsconfig.json \
+	$(wildcard labextension/src/*.ts labextension/style/*)
+
+$(STAMP): pyproject.toml $(LABEXTENSION)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
@@ -19,9 +23,11 @@ env: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/rds demo
 
-## make test: lint, type-check and the whole test suite (SQLite and PostgreSQL).
+## make test: lint, type-check and the whole test suite (SQLite, PostgreSQL, Chromium, bwrap).
 test: $(STAMP) lint typecheck
 	scripts/ensure-postgres
+	scripts/ensure-chromium
+	scripts/ensure-bubblewrap
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
