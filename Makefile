@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml $(LABEXTENSION)
 
 env: $(STAMP)
 
-## make demo: an owner node with the bundled synthetic patients, ready for a scientist.
+## make demo: two owner nodes with the bundled synthetic patients, and JupyterLab on the course.
 demo: $(STAMP)
 	$(BIN)/rds demo
 

@@ -19,7 +19,18 @@ function needs them.
 
 from typing import Any
 
-from rds_kernel.client import Budget, Node, Preview, RemoteDataset, connect
+from rds_kernel.client import (
+    Budget,
+    Job,
+    LocalDataset,
+    Node,
+    Preview,
+    RemoteDataset,
+    connect,
+    job,
+    request_budget,
+    submit,
+)
 from rds_kernel.errors import (
     AuthenticationError,
     BadRequest,
@@ -53,6 +64,8 @@ __all__ = [
     "BudgetExceeded",
     "Conflict",
     "InternalError",
+    "Job",
+    "LocalDataset",
     "Node",
     "NodeUnavailable",
     "NotFound",
@@ -67,10 +80,13 @@ __all__ = [
     "col",
     "connect",
     "count",
+    "job",
     "lit",
     "mean",
     "median",
     "quantile",
+    "request_budget",
+    "submit",
     "sum",
     "variance",
 ]

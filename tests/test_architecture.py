@@ -15,7 +15,7 @@ BASE = {"errors", "schema", "spec", "mock"}
 ALLOWED: dict[str, set[str]] = {
     **{b: BASE for b in BASE},
     "dp": BASE | {"dp"},
-    "node": BASE | {"dp", "node", "demo"},
+    "node": BASE | {"dp", "node", "demo", "sandbox"},
     "sandbox": BASE | {"dp", "sandbox"},
     "client": BASE | {"dp", "client"},
     "jupyter": {"client", "errors", "jupyter", "__init__"},

@@ -12,6 +12,8 @@
 Saved connections (``connections.json``, shared with the notebook magics and the JupyterLab
 sidebar) are in :mod:`rds_kernel.client._connections`; budget listeners, which the notebook's
 budget meter uses to follow every release, in :mod:`rds_kernel.client._events`.
+:class:`LocalDataset` runs queries on a frame you hold, through the same DP layer, for learning
+what a node's answers look like (:mod:`rds_kernel.client._local`).
 
 This package never imports the node (``rds_kernel.node``); pandas, polars, opendp and requests
 are imported when first needed, so ``import rds_kernel`` stays fast.
@@ -27,6 +29,16 @@ from rds_kernel.client._connections import (
 )
 from rds_kernel.client._dataset import RemoteDataset
 from rds_kernel.client._events import BudgetListener, add_budget_listener, remove_budget_listener
+from rds_kernel.client._jobs import (
+    Job,
+    JobDraft,
+    budget_requests,
+    job,
+    jobs,
+    request_budget,
+    submit,
+)
+from rds_kernel.client._local import LocalDataset
 from rds_kernel.client._node import Node, connect
 from rds_kernel.client._results import Budget, Preview
 
@@ -34,15 +46,23 @@ __all__ = [
     "Budget",
     "BudgetListener",
     "Connection",
+    "Job",
+    "JobDraft",
+    "LocalDataset",
     "Node",
     "Preview",
     "RemoteDataset",
     "add_budget_listener",
+    "budget_requests",
     "check_connection_name",
     "connect",
     "connections_path",
+    "job",
+    "jobs",
     "load_connections",
     "remove_budget_listener",
     "remove_connection",
+    "request_budget",
     "save_connection",
+    "submit",
 ]

@@ -30,6 +30,7 @@ from rds_kernel.errors import (
     NotFound,
     RdsError,
 )
+from rds_kernel.node.jobs_api import jobs_router
 from rds_kernel.node.records import User
 from rds_kernel.node.service import NodeService
 from rds_kernel.node.settings import load_settings
@@ -262,6 +263,7 @@ def create_app(
     def audit(user: Owner, limit: Limit = 100) -> dict[str, Any]:
         return {"audit": [e.to_dict() for e in svc.store.audit_log(limit=limit)]}
 
+    app.include_router(jobs_router(svc, current_user, owner))
     return app
 
 

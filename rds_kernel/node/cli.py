@@ -218,7 +218,8 @@ def cmd_audit(a: argparse.Namespace) -> int:
 def cmd_demo(a: argparse.Namespace) -> int:
     from rds_kernel.node.demo import run_demo
 
-    return run_demo(Path(a.dir) if a.dir else None, port=a.port)
+    browser = False if a.no_browser else None
+    return run_demo(Path(a.dir) if a.dir else None, a.port, lab=not a.no_lab, browser=browser)
 
 
 # ---------------------------------------------------------------- the parser
@@ -310,16 +311,39 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--delta", type=_positive_float, default=0.0)
     sp.add_argument("--json", action="store_true")
 
+    from rds_kernel.node.cli_jobs import register as register_jobs
+
+    register_jobs(sub, budget, command, group)
+
     sp = command(sub, "audit", cmd_audit, "print the audit log, newest first")
     sp.add_argument("dir")
     sp.add_argument("--limit", type=int, default=100)
     sp.add_argument("--json", action="store_true", help="one JSON object per line")
 
     sp = command(
-        sub, "demo", cmd_demo, "start demo owner nodes with the bundled synthetic patients"
+        sub,
+        "demo",
+        cmd_demo,
+        "start two demo owner nodes with the bundled synthetic patients and JupyterLab on the "
+        "tutorial course (Ctrl-C stops everything)",
     )
-    sp.add_argument("--dir", help="where the demo nodes live (default: a temporary directory)")
-    sp.add_argument("--port", type=int, default=8765, help="port of the first node")
+    sp.add_argument(
+        "--dir",
+        help="keep the demo here: nodes, ledgers, your copy of the course (default: a "
+        "temporary directory, deleted when the demo stops)",
+    )
+    sp.add_argument(
+        "--port",
+        type=int,
+        help="port of hospital_a; hospital_b gets the next one (default: 8765, or free ports "
+        "when it is taken; 0 picks free ports)",
+    )
+    sp.add_argument("--no-lab", action="store_true", help="start only the nodes")
+    sp.add_argument(
+        "--no-browser",
+        action="store_true",
+        help="do not open a browser (the default when there is no display)",
+    )
     return p
 
 

@@ -39,6 +39,10 @@ def _positive(v: Any) -> str | None:
     return None if v > 0 else "must be positive"
 
 
+def _sandbox(v: Any) -> str | None:
+    return None if v in ("bwrap", "rlimits-only", "off") else "must be bwrap, rlimits-only or off"
+
+
 def _name(v: Any) -> str | None:
     ok = re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", v)
     return None if ok else "must be 1-64 letters, digits, '_', '.' or '-'"
@@ -63,6 +67,44 @@ SETTINGS: tuple[Setting, ...] = (
         "Largest request body the node reads; larger requests get HTTP 400.",
         _positive,
     ),
+    # Code jobs (rds_kernel.node.jobs); documented in docs_snippets/jobs.md.
+    Setting(
+        "sandbox",
+        str,
+        "bwrap",
+        "Where scientist code runs: bwrap (bubblewrap: no network, minimal read-only files), "
+        "rlimits-only (no bubblewrap: a separate uid and rlimits only; weaker, opt-in) or off "
+        "(no code jobs).",
+        _sandbox,
+    ),
+    Setting(
+        "sandbox_uid",
+        int,
+        65534,
+        "Unprivileged uid (and gid) scientist code runs as when the node runs as root.",
+        _positive,
+    ),
+    Setting("job_cpu_seconds", int, 10, "CPU seconds one sandboxed run may use.", _positive),
+    Setting("job_wall_seconds", int, 30, "Wall-clock seconds before a run is killed.", _positive),
+    Setting("job_memory_mb", int, 2048, "Address space of one run, in MiB (RLIMIT_AS).", _positive),
+    Setting("job_processes", int, 32, "Processes and threads one run may have.", _positive),
+    Setting("job_parallel", int, 2, "Runs (partitions) of one job at the same time.", _positive),
+    Setting("job_workers", int, 2, "Jobs the node runs at the same time.", _positive),
+    Setting("job_max_partitions", int, 1000, "Largest k a DP code job may ask for.", _positive),
+    Setting(
+        "job_max_output_bytes",
+        int,
+        1024 * 1024,
+        "Largest result of one run; a larger one counts as failed (and fails output checks).",
+        _positive,
+    ),
+    Setting(
+        "job_min_cell_count",
+        int,
+        10,
+        "Reviewed outputs with an integer between 0 and this value cannot be released.",
+        _positive,
+    ),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
 
@@ -78,6 +120,17 @@ class NodeSettings:
     database_url: str
     mock_rows: int
     max_request_bytes: int
+    sandbox: str
+    sandbox_uid: int
+    job_cpu_seconds: int
+    job_wall_seconds: int
+    job_memory_mb: int
+    job_processes: int
+    job_parallel: int
+    job_workers: int
+    job_max_partitions: int
+    job_max_output_bytes: int
+    job_min_cell_count: int
 
     @property
     def resolved_database_url(self) -> str:

@@ -1,0 +1,350 @@
+"""Code jobs from the scientist's side: send a pandas function to a node, follow it, get a result.
+
+Two kinds (DESIGN §2):
+
+* a **DP job** (give ``epsilon``, ``bounds`` and ``partitions``): the node runs the function on
+  ``partitions`` disjoint random parts of the private rows, clamps each output to ``bounds``,
+  averages and adds noise; the answer comes back without anyone's approval, and its exact cost
+  is charged to your budget once;
+* a **reviewed job** (give a ``message`` for the owner): it runs on the mock data at once (you
+  see that output), then on the private data once the owner approved the code, and its output
+  reaches you once the owner approved it too.
+
+::
+
+    def mean_bmi(df):
+        return float(df["bmi"].mean())
+
+    job = rds.submit(mean_bmi, dataset=patients, epsilon=0.5, bounds=(15, 50), partitions=50)
+    job.run_on_mock()   # the same thing, locally on the mock data; spends nothing
+    job.result()        # waits; a float (or a list for a list of outputs)
+
+Only the function's **source text** travels (never pickled code), so the function must be
+self-contained: import what it needs inside it. ``pd``/``pandas`` and ``np``/``numpy`` are
+there already. Nothing the function prints or raises on the private data reaches you; the
+node's owner can read it.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from rds_kernel.client._jobs_code import decode_output, function_source, run_on_mock
+from rds_kernel.client._results import require
+from rds_kernel.client._transport import RELEASE_RETRIES, path
+from rds_kernel.errors import (
+    BadRequest,
+    NodeUnavailable,
+    PermissionDenied,
+    RdsError,
+    error_class,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from rds_kernel.client._dataset import RemoteDataset
+    from rds_kernel.client._node import Node
+
+__all__ = ["Job", "JobDraft", "budget_requests", "job", "jobs", "request_budget", "submit"]
+
+Bounds = tuple[float, float] | Sequence[tuple[float, float]]
+FINAL = ("done", "released", "denied", "failed")
+
+
+def _dp_params(
+    epsilon: float, bounds: Bounds | None, partitions: int | None, default: Any
+) -> dict[str, Any]:
+    from rds_kernel.dp.aggregate import SampleAggregate
+
+    if bounds is None or partitions is None:
+        raise BadRequest(
+            "a DP job needs bounds=(lower, upper) for its output and partitions=k, "
+            "e.g. bounds=(0, 1), partitions=50"
+        )
+    raw_bounds: Any = bounds
+    scalar = not isinstance(raw_bounds[0], list | tuple)
+    params: dict[str, Any] = {
+        "bounds": [list(raw_bounds)] if scalar else [list(b) for b in raw_bounds],
+        "epsilon": epsilon,
+        "partitions": partitions,
+        "scalar": scalar,
+    }
+    if default is not None:
+        params["default"] = list(default) if isinstance(default, list | tuple) else [default]
+    return SampleAggregate.from_dict(params).to_dict()
+
+
+class JobDraft:
+    """A function with its job settings, not sent yet: :meth:`run_on_mock` and :meth:`submit`.
+
+    Made by :func:`job` (as a decorator); calling it calls the function itself.
+    """
+
+    def __init__(self, function: Callable[..., Any], dataset: RemoteDataset, **settings: Any):
+        self.function = function
+        self.dataset = dataset
+        self.settings = settings
+        self.source, self.entry = function_source(function)
+        self.kind, self.params = _kind(settings)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.function(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<JobDraft {self.entry} ({self.kind}) on {self.dataset.name!r}>"
+
+    def run_on_mock(self) -> Any:
+        """Run it here, on the dataset's mock data, as the node would (DP noise included)."""
+        return run_on_mock(self.function, self.dataset, self.kind, self.params)
+
+    def submit(self, request_id: str | None = None) -> Job:
+        """Send it to the node; see :func:`submit`."""
+        return _send(self, request_id)
+
+
+def _kind(settings: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    epsilon, message = settings.get("epsilon"), settings.get("message")
+    if epsilon is not None and message is not None:
+        raise BadRequest("give epsilon (a DP job) or message (a reviewed job), not both")
+    if epsilon is not None:
+        return "dp", _dp_params(
+            epsilon, settings.get("bounds"), settings.get("partitions"), settings.get("default")
+        )
+    if not isinstance(message, str) or not message.strip():
+        raise BadRequest(
+            "say what kind of job this is: epsilon=... (with bounds and partitions) for a DP "
+            "answer, or message='...' for a job the owner reviews"
+        )
+    return "reviewed", {}
+
+
+def job(
+    *,
+    dataset: RemoteDataset,
+    epsilon: float | None = None,
+    bounds: Bounds | None = None,
+    partitions: int | None = None,
+    default: Any = None,
+    message: str | None = None,
+) -> Callable[[Callable[..., Any]], JobDraft]:
+    """Decorator: ``@rds.job(dataset=patients, epsilon=0.5, bounds=(0, 1), partitions=50)``.
+
+    The decorated name is a :class:`JobDraft`; ``.run_on_mock()`` tries it, ``.submit()`` sends it.
+    """
+
+    def wrap(function: Callable[..., Any]) -> JobDraft:
+        return JobDraft(
+            function,
+            dataset,
+            epsilon=epsilon,
+            bounds=bounds,
+            partitions=partitions,
+            default=default,
+            message=message,
+        )
+
+    return wrap
+
+
+def submit(
+    function: Callable[..., Any] | str,
+    *,
+    dataset: RemoteDataset,
+    epsilon: float | None = None,
+    bounds: Bounds | None = None,
+    partitions: int | None = None,
+    default: Any = None,
+    message: str | None = None,
+    entry: str | None = None,
+    request_id: str | None = None,
+) -> Job:
+    """Send ``function`` (``def f(df) -> float | list[float]``, or its source text) to a node.
+
+    With ``epsilon``, ``bounds`` (``(lower, upper)``, or one pair per number returned) and
+    ``partitions`` (k) it is a DP job; ``default`` (the midpoint of the bounds unless given)
+    stands in for a partition whose run fails. With ``message`` it is a reviewed job. A lost
+    connection is retried with the same ``request_id``, so the node stores (and charges) it once.
+    """
+    settings: dict[str, Any] = {"epsilon": epsilon, "bounds": bounds, "partitions": partitions}
+    settings.update(default=default, message=message)
+    if isinstance(function, str):
+        draft = JobDraft.__new__(JobDraft)
+        draft.function, draft.dataset, draft.settings = _not_callable, dataset, settings
+        draft.source, draft.entry = function_source(function, entry)
+        draft.kind, draft.params = _kind(settings)
+    else:
+        draft = JobDraft(function, dataset, **settings)
+    return _send(draft, request_id)
+
+
+def _not_callable(*_args: Any) -> Any:
+    raise BadRequest("this job was given as source text; run_on_mock needs the function")
+
+
+def _send(draft: JobDraft, request_id: str | None) -> Job:
+    request_id = request_id or uuid.uuid4().hex
+    body = {
+        "request_id": request_id,
+        "kind": draft.kind,
+        "dataset": draft.dataset.name,
+        "source": draft.source,
+        "entry": draft.entry,
+        "params": draft.params or None,
+        "message": draft.settings.get("message") or "",
+    }
+    node = draft.dataset.node
+    try:
+        raw = node._transport.post_json("/v1/jobs", body, retries=RELEASE_RETRIES)
+    except NodeUnavailable as exc:
+        raise NodeUnavailable(
+            f"{exc.message}. The job may have been stored; submit it again with "
+            f"request_id={request_id!r} to get it without running it twice",
+            {**exc.detail, "request_id": request_id},
+        ) from None
+    return Job(node, raw, function=draft.function, dataset=draft.dataset)
+
+
+class Job:
+    """A job on a node: its status and progress, asked afresh each time, and its result."""
+
+    def __init__(
+        self,
+        node: Node,
+        raw: dict[str, Any],
+        *,
+        function: Callable[..., Any] | None = None,
+        dataset: RemoteDataset | None = None,
+    ) -> None:
+        self.node = node
+        self.id = str(require(raw, "id", "POST /v1/jobs"))
+        self._raw = raw
+        self._function = function
+        self._dataset = dataset
+
+    def __repr__(self) -> str:
+        done, total = self._progress(self._raw)
+        return (
+            f"<Job {self.id} ({self._raw.get('kind')}) on {self.node.name}/"
+            f"{self._raw.get('dataset')}: {self._raw.get('status')}, {done}/{total}>"
+        )
+
+    def _repr_html_(self) -> str:
+        import html
+
+        done, total = self._progress(self._raw)
+        bar = f'<progress value="{done}" max="{max(total, 1)}"></progress> {done}/{total}'
+        cells = [self.id, self._raw.get("kind"), self._raw.get("dataset"), self.status_text]
+        row = "".join(f"<td>{html.escape(str(c))}</td>" for c in cells)
+        return (
+            "<table><tr><th>job</th><th>kind</th><th>dataset</th><th>status</th>"
+            f"<th>progress</th></tr><tr>{row}<td>{bar}</td></tr></table>"
+        )
+
+    @staticmethod
+    def _progress(raw: dict[str, Any]) -> tuple[int, int]:
+        progress = raw.get("progress") or {}
+        return int(progress.get("done", 0)), int(progress.get("total", 0))
+
+    @property
+    def status_text(self) -> str:
+        return str(self._raw.get("status"))
+
+    def refresh(self) -> dict[str, Any]:
+        """The node's current view of the job (status, progress, result once released)."""
+        self._raw = self.node._transport.get_json(path("v1", "jobs", self.id))
+        return dict(self._raw)
+
+    @property
+    def status(self) -> str:
+        """``queued``/``running``/``done``/``failed`` (DP), or the reviewed job's stage."""
+        return str(self.refresh().get("status"))
+
+    @property
+    def progress(self) -> tuple[int, int]:
+        """(runs done, runs in all): partitions for a DP job."""
+        return self._progress(self.refresh())
+
+    @property
+    def mock(self) -> dict[str, Any] | None:
+        """A reviewed job's run on the node's mock data: output, what it printed, its error."""
+        mock = self.refresh().get("mock")
+        return dict(mock) if isinstance(mock, dict) else None
+
+    def result(
+        self, timeout: float | None = None, *, poll: float = 0.5, progress: bool = False
+    ) -> Any:
+        """Wait for the job's released result and return it.
+
+        A DP job gives a float (or a list of floats); ``refresh()["result"]`` has its cost and
+        accuracy. A reviewed job gives a pandas DataFrame, bytes or the JSON value it returned.
+        Raises the job's error if it failed, ``PermissionDenied`` if the owner denied it, and
+        ``NodeUnavailable`` if ``timeout`` seconds pass first.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            raw = self.refresh()
+            if progress:
+                done, total = self._progress(raw)
+                print(
+                    f"\rjob {self.id}: {raw.get('status')} {done}/{total}", end="", file=sys.stderr
+                )
+            if raw.get("status") in FINAL:
+                if progress:
+                    print(file=sys.stderr)
+                return self._final(raw)
+            if deadline is not None and time.monotonic() >= deadline:
+                raise NodeUnavailable(
+                    f"job {self.id} is still {raw.get('status')} after {timeout:g} s; call "
+                    ".result() again to keep waiting (the job keeps running)",
+                    {"job": self.id},
+                )
+            time.sleep(poll)
+
+    def _final(self, raw: dict[str, Any]) -> Any:
+        status = raw.get("status")
+        if status == "denied":
+            note = raw.get("review_note")
+            raise PermissionDenied(
+                f"the owner denied job {self.id}"
+                + (f": {note}" if note else "")
+                + "; nothing of it was released",
+                {"job": self.id},
+            )
+        if status == "failed":
+            error = raw.get("error") or {}
+            cls: type[RdsError] = error_class(str(error.get("code", "internal_error")))
+            raise cls(str(error.get("message", f"job {self.id} failed")), {"job": self.id})
+        result = require(raw, "result", f"GET /v1/jobs/{self.id}")
+        if raw.get("kind") == "dp":
+            return require(result, "value", f"GET /v1/jobs/{self.id}")
+        return decode_output(result)
+
+    def run_on_mock(self) -> Any:
+        """Run the same function here on the dataset's mock data (DP noise included). Free."""
+        if self._function is None or self._dataset is None:
+            raise BadRequest("this job handle has no function to run; use rds.job(...) first")
+        params = self._raw.get("params") or {}
+        return run_on_mock(self._function, self._dataset, str(self._raw.get("kind")), params)
+
+
+def request_budget(
+    node: Node, *, epsilon: float, reason: str, delta: float = 0.0
+) -> dict[str, Any]:
+    """Ask the node's owner for ``epsilon`` (and ``delta``) more budget, saying why."""
+    body = {"epsilon": epsilon, "delta": delta, "reason": reason}
+    return dict(node._transport.post_json("/v1/budget/requests", body))
+
+
+def budget_requests(node: Node) -> list[dict[str, Any]]:
+    """Your budget requests on ``node``, newest first, with the owner's decisions."""
+    raw = node._transport.get_json("/v1/budget/requests")
+    return [dict(r) for r in require(raw, "requests", "GET /v1/budget/requests")]
+
+
+def jobs(node: Node) -> list[Job]:
+    """Your jobs on ``node``, newest first."""
+    raw = node._transport.get_json("/v1/jobs")
+    return [Job(node, r) for r in require(raw, "jobs", "GET /v1/jobs")]

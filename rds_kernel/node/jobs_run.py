@@ -1,0 +1,154 @@
+"""Running a job's code in the sandbox: partitions, Arrow inputs, limits, the owner's log.
+
+Private rows are read here, in the node, and handed to the sandbox as Arrow IPC bytes; the
+scientist's code only ever sees them inside the sandbox. For a DP job the rows are split into
+``k`` disjoint random partitions: with an identifier column, every row of one person goes to
+the same partition (a keyed hash with a fresh secret key per job), so one person changes one
+partition's output; otherwise each row goes to an independent uniformly random partition.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from rds_kernel.errors import PermissionDenied
+from rds_kernel.node.settings import NodeSettings
+from rds_kernel.sandbox import Limits, RunResult, SandboxConfig, Session
+from rds_kernel.sandbox.session import RunMode
+
+__all__ = [
+    "RunOutcome",
+    "arrow_stream",
+    "limits_of",
+    "owner_log",
+    "partition",
+    "run_in_sandbox",
+    "sandbox_of",
+]
+
+log = logging.getLogger("rds_kernel.node.jobs")
+
+_PART = "__rds_partition__"
+_LOG_PER_RUN_DP = 4096
+_LOG_TOTAL = 256 * 1024
+_START_SECONDS = 60.0
+
+
+def sandbox_of(settings: NodeSettings) -> SandboxConfig:
+    """The node's sandbox configuration; the node directory is never visible inside."""
+    return SandboxConfig(
+        mode=settings.sandbox,  # type: ignore[arg-type]  # checked by the setting
+        uid=settings.sandbox_uid,
+        gid=settings.sandbox_uid,
+        hidden=(settings.directory,),
+    )
+
+
+def limits_of(settings: NodeSettings) -> Limits:
+    return Limits(
+        cpu_seconds=settings.job_cpu_seconds,
+        wall_seconds=float(settings.job_wall_seconds),
+        memory_bytes=settings.job_memory_mb * 1024 * 1024,
+        processes=settings.job_processes,
+        result_bytes=settings.job_max_output_bytes,
+    )
+
+
+def arrow_stream(frame: pl.DataFrame) -> bytes:
+    """``frame`` as an Arrow IPC stream (what the sandbox reads into pandas)."""
+    buffer = io.BytesIO()
+    frame.write_ipc_stream(buffer)
+    return buffer.getvalue()
+
+
+def partition(frame: pl.DataFrame, k: int, identifier: str | None) -> list[pl.DataFrame]:
+    """``k`` disjoint random parts of ``frame`` (some may be empty); see the module docstring."""
+    if identifier is not None:
+        seed = secrets.randbits(64)
+        labels = (frame.get_column(identifier).hash(seed=seed) % k).cast(pl.Int64)
+    else:
+        rng = np.random.default_rng(secrets.randbits(128))
+        labels = pl.Series(rng.integers(0, k, frame.height), dtype=pl.Int64)
+    tagged = frame.with_columns(labels.alias(_PART))
+    groups = {
+        key[0]: part.drop(_PART) for key, part in tagged.partition_by(_PART, as_dict=True).items()
+    }
+    empty = frame.clear()
+    return [groups.get(i, empty) for i in range(k)]
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """What the sandbox gave back for every input, and the sandbox's own start-up log."""
+
+    results: list[RunResult]
+    template_log: str
+
+
+def run_in_sandbox(
+    config: SandboxConfig,
+    limits: Limits,
+    *,
+    source: str,
+    entry: str,
+    mode: RunMode,
+    inputs: Sequence[Callable[[], bytes]],
+    parallel: int,
+    on_result: Callable[[RunResult], None] | None = None,
+    register: Callable[[Session | None], None] | None = None,
+) -> RunOutcome:
+    """Run ``entry`` from ``source`` once per input in one fresh sandbox; always cleans up.
+
+    The job as a whole may take ``wall_seconds`` per round of ``parallel`` runs, plus start-up.
+    """
+    rounds = math.ceil(len(inputs) / max(1, parallel))
+    deadline = time.monotonic() + _START_SECONDS + rounds * (limits.wall_seconds + 2.0)
+    session = Session(config, source, entry=entry, mode=mode, limits=limits)
+    if register is not None:
+        register(session)
+    try:
+        with session:
+            if mode == "dp" and config.mode == "bwrap" and not session.isolated:
+                # runs that can reach each other break the sensitivity (upper - lower) / k
+                raise PermissionDenied(
+                    "this host does not let the sandbox isolate the runs of a job from each "
+                    f"other ({session.isolation_error}), which DP code jobs need; nothing ran"
+                )
+            results = session.run_all(
+                inputs, parallel=parallel, deadline=deadline, on_result=on_result
+            )
+        return RunOutcome(results, session.template_log)
+    finally:
+        if register is not None:
+            register(None)
+
+
+def owner_log(outcome: RunOutcome, *, per_run: int | None = _LOG_PER_RUN_DP) -> str:
+    """A readable account of every run for the owner: how it ended, and what it printed."""
+    lines = []
+    if outcome.template_log.strip():
+        lines.append("sandbox: " + outcome.template_log.strip())
+    failed = sum(not r.ok for r in outcome.results)
+    lines.append(f"{len(outcome.results)} run(s), {failed} failed")
+    for r in outcome.results:
+        usage = ""
+        if r.status:
+            usage = f" (cpu {r.status.get('cpu_seconds')} s, wall {r.status.get('wall_seconds')} s)"
+        lines.append(f"--- run {r.index}: {r.describe()}{usage}")
+        text = r.log
+        if per_run is not None and len(text) > per_run:
+            # the start (what it printed) and the end (how it failed)
+            text = text[: per_run // 4] + "\n[...]\n" + text[-(per_run * 3 // 4) :]
+        if text.strip():
+            lines.append(text.rstrip())
+    out = "\n".join(lines)
+    return out if len(out) <= _LOG_TOTAL else out[:_LOG_TOTAL] + "\n[log truncated]"

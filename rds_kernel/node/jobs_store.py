@@ -1,0 +1,285 @@
+"""Reading and writing job rows: idempotent creation, guarded status changes, two views.
+
+Every status change is a guarded ``UPDATE ... WHERE status IN (...)``: of two processes or
+threads trying to claim a job (to run it, approve it, deny it), exactly one succeeds, and the
+change and its audit row commit together.
+
+A job has two views. :meth:`Job.public` is what its scientist may see: status, progress, the
+declared parameters, the mock output (public data), and the result only once it was released
+(charged to the ledger, or approved by the owner). :meth:`Job.owner` adds the source, the
+private output, the output checks and the log of the runs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from rds_kernel.errors import Conflict, NotFound
+from rds_kernel.node.jobs_tables import create_job_tables, jobs
+from rds_kernel.node.records import User
+from rds_kernel.node.tables import append_audit, json_safe, make_engine, reading, utcnow
+
+__all__ = ["Job", "JobStore", "NewJob"]
+
+FINAL = ("done", "released", "denied", "failed")
+_JOB_ID = re.compile(r"^[0-9a-f]{16}$")
+RELEASED = ("done", "released")
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """A job as submitted, before it has an id or a status."""
+
+    kind: str
+    dataset: str
+    source: str
+    entry: str
+    message: str
+    params: dict[str, Any]
+    spec_hash: str
+    status: str
+    progress_total: int
+
+
+@dataclass(frozen=True)
+class Job:
+    """One row of ``jobs``, detached from the database."""
+
+    id: str
+    user: str
+    request_id: str
+    kind: str
+    dataset: str
+    source: str
+    entry: str
+    message: str
+    params: dict[str, Any]
+    spec_hash: str
+    status: str
+    progress_done: int
+    progress_total: int
+    mock: dict[str, Any] | None
+    output: dict[str, Any] | None
+    checks: list[dict[str, Any]] | None
+    owner_log: str | None
+    error: str | None
+    error_code: str | None
+    reviewer: str | None
+    review_note: str | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+    @property
+    def final(self) -> bool:
+        return self.status in FINAL
+
+    def public(self) -> dict[str, Any]:
+        """What the scientist who submitted the job may see."""
+        return {
+            "id": self.id,
+            "request_id": self.request_id,
+            "kind": self.kind,
+            "dataset": self.dataset,
+            "entry": self.entry,
+            "message": self.message,
+            "params": self.params,
+            "status": self.status,
+            "progress": {"done": self.progress_done, "total": self.progress_total},
+            "mock": self.mock,
+            "result": self.output if self.status in RELEASED else None,
+            "error": None
+            if self.error is None
+            else {"code": self.error_code, "message": self.error},
+            "review_note": self.review_note,
+            "created_at": self.created_at.isoformat(),
+            "updated_at": self.updated_at.isoformat(),
+        }
+
+    def owner(self) -> dict[str, Any]:
+        """Everything, for the data owner."""
+        return {
+            **self.public(),
+            "user": self.user,
+            "source": self.source,
+            "output": self.output,
+            "checks": self.checks,
+            "log": self.owner_log,
+            "reviewer": self.reviewer,
+            "spec_hash": self.spec_hash,
+        }
+
+
+class JobStore:
+    """The ``jobs`` table of one node database."""
+
+    def __init__(self, database_url: str) -> None:
+        self.engine = make_engine(database_url)
+
+    def create_tables(self) -> None:
+        create_job_tables(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def create(self, user: User, request_id: str, new: NewJob) -> tuple[Job, bool]:
+        """Insert a job, or return the one already stored under ``request_id`` (False).
+
+        The same ``request_id`` with a different job is a ``Conflict``.
+        """
+        existing = self.find(user, request_id)
+        if existing is None:
+            now = utcnow()
+            job_id = secrets.token_hex(8)
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(
+                        jobs.insert().values(
+                            id=job_id,
+                            user_id=user.id,
+                            user_name=user.name,
+                            request_id=request_id,
+                            kind=new.kind,
+                            dataset=new.dataset,
+                            source=new.source,
+                            entry=new.entry,
+                            message=new.message,
+                            params=json_safe(new.params, "the job parameters"),
+                            spec_hash=new.spec_hash,
+                            status=new.status,
+                            progress_done=0,
+                            progress_total=new.progress_total,
+                            created_at=now,
+                            updated_at=now,
+                        )
+                    )
+                    append_audit(
+                        conn,
+                        user.name,
+                        "job.submit",
+                        {
+                            "job": job_id,
+                            "kind": new.kind,
+                            "dataset": new.dataset,
+                            "request_id": request_id,
+                            "spec_hash": new.spec_hash,
+                            "params": new.params,
+                        },
+                    )
+                return self.get(job_id), True
+            except sa.exc.IntegrityError:
+                existing = self.find(user, request_id)
+                if existing is None:
+                    raise
+        if existing.spec_hash != new.spec_hash:
+            raise Conflict(
+                f"request_id {request_id!r} was already used for a different job or query; "
+                "use a new request_id for a new job",
+                {"request_id": request_id, "job": existing.id},
+            )
+        return existing, False
+
+    def find(self, user: User, request_id: str) -> Job | None:
+        with reading(self.engine) as conn:
+            row = conn.execute(
+                sa.select(jobs).where(jobs.c.user_id == user.id, jobs.c.request_id == request_id)
+            ).one_or_none()
+        return None if row is None else _job(row)
+
+    def get(self, job_id: str, user: User | None = None) -> Job:
+        """The job ``job_id``; with ``user``, only if it is theirs (else ``NotFound`` too)."""
+        if not _JOB_ID.match(str(job_id)):
+            raise NotFound(f"no job {str(job_id)[:40]!r} on this node", {"job": str(job_id)[:40]})
+        query = sa.select(jobs).where(jobs.c.id == job_id)
+        if user is not None:
+            query = query.where(jobs.c.user_id == user.id)
+        with reading(self.engine) as conn:
+            row = conn.execute(query).one_or_none()
+        if row is None:
+            raise NotFound(
+                f"no job {str(job_id)[:40]!r} on this node"
+                + ("" if user is None else " among yours; list yours with GET /v1/jobs"),
+                {"job": str(job_id)[:40]},
+            )
+        return _job(row)
+
+    def list(
+        self, *, user: User | None = None, statuses: Iterable[str] = (), limit: int = 100
+    ) -> list[Job]:
+        """Jobs newest first, of one user or all, optionally only in some statuses."""
+        query = sa.select(jobs).order_by(jobs.c.created_at.desc(), jobs.c.id).limit(limit)
+        if user is not None:
+            query = query.where(jobs.c.user_id == user.id)
+        wanted = list(statuses)
+        if wanted:
+            query = query.where(jobs.c.status.in_(wanted))
+        with reading(self.engine) as conn:
+            return [_job(row) for row in conn.execute(query).all()]
+
+    def move(
+        self,
+        job_id: str,
+        from_statuses: Iterable[str],
+        to: str,
+        *,
+        actor: str | None = None,
+        action: str | None = None,
+        detail: dict[str, Any] | None = None,
+        **values: Any,
+    ) -> bool:
+        """Change the status if it is one of ``from_statuses``; audit it. False if it was not."""
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                jobs.update()
+                .where(jobs.c.id == job_id, jobs.c.status.in_(list(from_statuses)))
+                .values(status=to, updated_at=utcnow(), **values)
+            )
+            if result.rowcount != 1:
+                return False
+            if action is not None:
+                append_audit(
+                    conn, actor or "node", action, {"job": job_id, "status": to, **(detail or {})}
+                )
+        return True
+
+    def progress(self, job_id: str, done: int) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                jobs.update()
+                .where(jobs.c.id == job_id)
+                .values(progress_done=done, updated_at=utcnow())
+            )
+
+
+def _job(row: sa.Row[Any]) -> Job:
+    return Job(
+        id=row.id,
+        user=row.user_name,
+        request_id=row.request_id,
+        kind=row.kind,
+        dataset=row.dataset,
+        source=row.source,
+        entry=row.entry,
+        message=row.message,
+        params=row.params,
+        spec_hash=row.spec_hash,
+        status=row.status,
+        progress_done=row.progress_done,
+        progress_total=row.progress_total,
+        mock=row.mock,
+        output=row.output,
+        checks=row.checks,
+        owner_log=row.owner_log,
+        error=row.error,
+        error_code=row.error_code,
+        reviewer=row.reviewer,
+        review_note=row.review_note,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
