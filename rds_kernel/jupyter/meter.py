@@ -7,7 +7,8 @@ release, preview and ``node.budget()`` made in this kernel — by the magics or 
 A meter built after a kernel restart therefore shows the same numbers as before it.
 
 The bar shows what is left and turns from green to orange when 80 % of the budget is spent
-and to red at 95 %.
+and to red at 95 %. Requests for more budget that the owner has not answered yet are listed
+under the bar (read from the node whenever the meter refreshes).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 import ipywidgets as widgets  # type: ignore[import-untyped]
 
-from rds_kernel.client import Budget, Node, add_budget_listener
+from rds_kernel.client import Budget, Node, add_budget_listener, budget_requests
 from rds_kernel.errors import RdsError
 
 WARNING_AT = 0.8
@@ -47,11 +48,30 @@ class NodeMeter:
         self.delta_bar = _bar("δ left")
         self.delta_text = widgets.HTML()
         self.delta_row = widgets.HBox([self.delta_bar, self.delta_text])
+        self.requests = widgets.HTML()
         self.widget = widgets.VBox(
-            [self.title, widgets.HBox([self.epsilon_bar, self.epsilon_text]), self.delta_row]
+            [
+                self.title,
+                widgets.HBox([self.epsilon_bar, self.epsilon_text]),
+                self.delta_row,
+                self.requests,
+            ]
         )
         self.title.value = f"<b>{html.escape(node)}</b>"
         self.delta_row.layout.display = "none"
+        self.requests.layout.display = "none"
+
+    def show_requests(self, requests: list[dict[str, Any]]) -> None:
+        """List the requests for more budget still waiting for the owner's answer."""
+        pending = [r for r in requests if r.get("status") == "pending"]
+        self.requests.layout.display = "" if pending else "none"
+        asked = ", ".join(f"ε {float(r.get('epsilon', 0.0)):.4g}" for r in pending)
+        self.requests.value = (
+            f"<i>{len(pending)} request{'s' if len(pending) != 1 else ''} for more budget "
+            f"waiting for the owner ({html.escape(asked)})</i>"
+            if pending
+            else ""
+        )
 
     def update(self, budget: Budget) -> None:
         """Show ``budget``."""
@@ -104,6 +124,7 @@ class BudgetMeter:
         for name, node in self.nodes.items():
             try:
                 node.budget()  # the budget listener calls self.update
+                self.rows[name].show_requests(budget_requests(node))
             except RdsError as exc:
                 self.rows[name].fail(exc)
 

@@ -166,3 +166,19 @@ def test_reconnecting_keeps_the_meter_already_shown(connected: tuple[Shell, str]
     shell.run("%%rds --on hospital_a --epsilon 1\npatients.agg(rds.count()).release()")
     assert state(meter.rows["hospital_a"])["epsilon"][0] == pytest.approx(2.0)
     assert shell.run("%rds budget").value is meter
+
+
+def test_the_meter_lists_pending_requests_for_more_budget(served: Served) -> None:
+    """A request the owner has not answered shows under the bar; refresh keeps it current."""
+    node = served.node(served.scientist(epsilon=1.0))
+    meter = BudgetMeter([node])
+    try:
+        row = meter.rows["hospital_a"]
+        assert row.requests.layout.display == "none"
+        rds.request_budget(node, epsilon=2.5, reason="a second cohort")
+        meter.refresh()
+        assert row.requests.layout.display == ""
+        assert "1 request for more budget" in row.requests.get_state()["value"]
+        assert "ε 2.5" in row.requests.get_state()["value"]
+    finally:
+        meter.close()
