@@ -32,6 +32,10 @@ class RemoteDataset:
     without looking at private rows), downloaded once and kept.
     """
 
+    sends_jobs = True
+    """Whether ``rds.submit`` may send code jobs on this dataset to its node (a ``%%rds --mock``
+    or ``--preview`` cell's handle says no: those cells never spend budget)."""
+
     def __init__(self, node: Node, name: str, schema: Schema) -> None:
         self.node = node
         self.name = name

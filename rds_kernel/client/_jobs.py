@@ -185,6 +185,12 @@ def _not_callable(*_args: Any) -> Any:
 
 
 def _send(draft: JobDraft, request_id: str | None) -> Job:
+    if not draft.dataset.sends_jobs:
+        raise BadRequest(
+            f"this cell does not send jobs to {draft.dataset.node.name}: run the function on "
+            "the mock data with rds.job(...)(f).run_on_mock(), or send it from a %%rds --on "
+            "cell without --preview"
+        )
     request_id = request_id or uuid.uuid4().hex
     body = {
         "request_id": request_id,

@@ -139,6 +139,7 @@ class CellDataset(RemoteDataset):
         super().__init__(remote.node, remote.name, remote.schema)
         self.remote = remote
         self.run = run
+        self.sends_jobs = run.mode == "remote"
 
     def __repr__(self) -> str:
         where = {"mock": "the mock data of", "preview": "previews on", "remote": "releases on"}

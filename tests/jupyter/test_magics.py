@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from rds_kernel.client import jobs
 from rds_kernel.jupyter.failures import MagicError
 from tests.jupyter.conftest import TOKEN_ENV, Served, Shell
 
@@ -407,3 +408,25 @@ def test_a_rejected_saved_token_says_how_to_replace_it(
     line = assert_one_line(ran.text, "AuthenticationError: ")
     assert "%rds disconnect hospital_a --forget, then connect again" in line
     assert "revoked-token" not in ran.text
+
+
+@pytest.mark.parametrize("flags", ["--mock", "--on hospital_a --preview"])
+def test_mock_and_preview_cells_never_send_code_jobs(
+    connected: tuple[Shell, str], served: Served, flags: str
+) -> None:
+    """A job submitted from a cell that promises to spend nothing is refused, in one line."""
+    shell, token = connected
+    node = served.node(token)
+    before = node.budget()
+    cell = (
+        f"%%rds {flags}\n"
+        "def share(df):\n"
+        "    return float((df['age'] > 60).mean())\n"
+        "rds.submit(share, dataset=patients, epsilon=0.5, bounds=(0, 1), partitions=10)"
+    )
+    ran = shell.run(cell)
+    assert isinstance(ran.error, MagicError)
+    line = assert_one_line(ran.text, "BadRequest: ")
+    assert "does not send jobs" in line
+    assert node.budget() == before
+    assert jobs(node) == []
