@@ -132,12 +132,18 @@ def test_count_of_a_column_counts_non_null_values() -> None:
 
 
 def test_a_mean_of_no_rows_stays_inside_its_bounds() -> None:
-    """An empty filter leaves a noisy count near 0: the mean is clamped, its ± is the width."""
+    """An empty filter leaves a noisy count near 0: the mean is clamped, its ± at most the width.
+
+    The ± is exactly the width unless the noisy count happens to land above its own 97.5 %
+    accuracy (about 2.5 % of runs), so only the bound is asserted: the test must not flake.
+    """
     query = Q.filter(col("age") > 200).agg(mean("bmi", fill_null=20.0))
     _, result = release(query, frame(50), epsilon=0.5)
     value = column(result, "mean_bmi")[0]
     assert 10.0 <= value <= 70.0
-    assert result.accuracy["mean_bmi"] == 60.0
+    accuracy = result.accuracy["mean_bmi"]
+    assert accuracy is not None
+    assert 0.0 < accuracy <= 60.0
 
 
 def test_user_level_privacy_truncates_each_person_to_max_contributions() -> None:
