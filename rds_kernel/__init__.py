@@ -104,3 +104,8 @@ def unload_ipython_extension(ipython: Any) -> None:
     from rds_kernel.jupyter import unload_ipython_extension as unload
 
     unload(ipython)
+
+
+def _jupyter_labextension_paths() -> list[dict[str, str]]:
+    """Where the built sidebar is, for ``jupyter labextension develop .`` (run at the root)."""
+    return [{"src": "labextension", "dest": "rds-kernel"}]

@@ -277,3 +277,13 @@ def our_routes(router: Any) -> list[str]:
             found.append(pattern.pattern)
         found.extend(our_routes(rule.target))
     return found
+
+
+def test_the_package_root_points_jupyter_at_the_built_sidebar() -> None:
+    """`jupyter labextension develop .` looks the paths up on the root package."""
+    import rds_kernel
+
+    (entry,) = rds_kernel._jupyter_labextension_paths()
+    built = Path(rds_kernel.__file__).parent / entry["src"] / "package.json"
+    assert built.is_file()
+    assert entry["dest"] == "rds-kernel"
