@@ -4,25 +4,24 @@ from __future__ import annotations
 
 import io
 import uuid
-from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from rds_kernel.client._builder import QueryBuilding
 from rds_kernel.client._events import notify_budget
 from rds_kernel.client._results import Budget, Preview, release_frame, result_frame
 from rds_kernel.client._transport import RELEASE_RETRIES, path
 from rds_kernel.errors import NodeUnavailable, SpecError
 from rds_kernel.schema import Schema
-from rds_kernel.spec import Aggregate, Expr, Query, QuerySpec, validate
+from rds_kernel.spec import QuerySpec, validate
 
 if TYPE_CHECKING:  # pragma: no cover - heavy modules are imported on first use
     import pandas as pd
     import polars as pl
 
     from rds_kernel.client._node import Node
-    from rds_kernel.spec._expr import Keys
 
 
-class RemoteDataset:
+class RemoteDataset(QueryBuilding):
     """A dataset on a node. Build queries from it; they preview, release and run on mock here::
 
         q = patients.filter(rds.col("age") >= 50).group_by("sex").agg(rds.count())
@@ -71,32 +70,6 @@ class RemoteDataset:
                 ) from None
             self._mock = check_frame(frame, self.schema, f"mock data of {self.name!r}")
         return self._mock
-
-    # ------------------------------------------------------------------ building queries
-
-    def query(self) -> Query:
-        """An empty query on this dataset (``count()`` of all rows until you add aggregates)."""
-        return Query(self.name, runner=self)
-
-    def filter(self, *conditions: Expr) -> Query:
-        """Keep rows where every condition holds, e.g. ``filter(rds.col("age") >= 50)``."""
-        return self.query().filter(*conditions)
-
-    def with_columns(self, **exprs: Expr) -> Query:
-        """Add derived columns, e.g. ``with_columns(age_band=rds.col("age").bin([40, 65]))``."""
-        return self.query().with_columns(**exprs)
-
-    def group_by(self, *columns: str, keys: Keys = "public") -> Query:
-        """Group by columns with public keys; see :meth:`rds_kernel.Query.group_by`."""
-        return self.query().group_by(*columns, keys=keys)
-
-    def agg(self, *aggregates: Aggregate) -> Query:
-        """Aggregates over all rows, e.g. ``agg(rds.count(), rds.mean("age"))``."""
-        return self.query().agg(*aggregates)
-
-    def histogram(self, column: str, edges: Sequence[float], *, name: str | None = None) -> Query:
-        """Counts per bin of ``column``, with underflow and overflow bins."""
-        return self.query().histogram(column, edges, name=name)
 
     # ------------------------------------------------------------------ running them (QueryRunner)
 

@@ -14,26 +14,26 @@ once and then only executed, so repeating a release costs about a millisecond.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from rds_kernel.client._builder import QueryBuilding
 from rds_kernel.client._results import result_frame
 from rds_kernel.errors import SpecError
 from rds_kernel.schema import Schema
-from rds_kernel.spec import Aggregate, Expr, Query, QuerySpec, validate
+from rds_kernel.spec import QuerySpec, validate
 
 if TYPE_CHECKING:  # pragma: no cover - heavy modules are imported on first use
     import pandas as pd
     import polars as pl
 
     from rds_kernel.dp import PreparedQuery
-    from rds_kernel.spec._expr import Keys
 
 LOCAL = "local"
 """What answers of a local dataset give as their node (``df.attrs["node"]``)."""
 
 
-class LocalDataset:
+class LocalDataset(QueryBuilding):
     """A pandas (or polars) DataFrame with a schema, queried like a node's dataset.
 
     ``schema`` is a :class:`rds_kernel.schema.Schema` or the same mapping a schema file holds
@@ -63,32 +63,6 @@ class LocalDataset:
 
     def __repr__(self) -> str:
         return f"<LocalDataset {self.name!r}: {len(self.schema.columns)} columns>"
-
-    # ------------------------------------------------------------------ building queries
-
-    def query(self) -> Query:
-        """An empty query on this dataset (``count()`` of all rows until you add aggregates)."""
-        return Query(self.name, runner=self)
-
-    def filter(self, *conditions: Expr) -> Query:
-        """Keep rows where every condition holds, e.g. ``filter(rds.col("age") >= 50)``."""
-        return self.query().filter(*conditions)
-
-    def with_columns(self, **exprs: Expr) -> Query:
-        """Add derived columns, e.g. ``with_columns(age_band=rds.col("age").bin([40, 65]))``."""
-        return self.query().with_columns(**exprs)
-
-    def group_by(self, *columns: str, keys: Keys = "public") -> Query:
-        """Group by columns; see :meth:`rds_kernel.Query.group_by`."""
-        return self.query().group_by(*columns, keys=keys)
-
-    def agg(self, *aggregates: Aggregate) -> Query:
-        """Aggregates over all rows, e.g. ``agg(rds.count(), rds.mean("age"))``."""
-        return self.query().agg(*aggregates)
-
-    def histogram(self, column: str, edges: Sequence[float], *, name: str | None = None) -> Query:
-        """Counts per bin of ``column``, with underflow and overflow bins."""
-        return self.query().histogram(column, edges, name=name)
 
     # ------------------------------------------------------------------ running them (QueryRunner)
 
