@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +24,18 @@ def _say(message: str) -> None:
     print(message, file=sys.stderr)
 
 
-def _node(directory: str) -> Any:
+@contextmanager
+def _node(directory: str) -> Iterator[Any]:
+    """The node service of ``directory``, closed when the command is done."""
     # Imported here so `rds --help` stays fast.
     from rds_kernel.node.service import NodeService
     from rds_kernel.node.settings import load_settings
 
-    return NodeService(load_settings(directory))
+    svc = NodeService(load_settings(directory))
+    try:
+        yield svc
+    finally:
+        svc.close()
 
 
 # ---------------------------------------------------------------- commands
@@ -81,8 +88,7 @@ def cmd_node_serve(a: argparse.Namespace) -> int:
 
 
 def cmd_dataset_add(a: argparse.Namespace) -> int:
-    svc = _node(a.dir)
-    try:
+    with _node(a.dir) as svc:
         ds = svc.datasets.add(
             a.name,
             Path(a.file),
@@ -100,8 +106,6 @@ def cmd_dataset_add(a: argparse.Namespace) -> int:
                 "mock": "supplied" if a.mock else "generated",
             },
         )
-    finally:
-        svc.close()
     _say(
         f"added dataset {ds.name!r}: {len(ds.schema.columns)} columns, mock data "
         f"{'from ' + a.mock if a.mock else 'generated from the schema'}"
@@ -110,23 +114,17 @@ def cmd_dataset_add(a: argparse.Namespace) -> int:
 
 
 def cmd_dataset_list(a: argparse.Namespace) -> int:
-    svc = _node(a.dir)
-    try:
+    with _node(a.dir) as svc:
         for ds in svc.list_datasets():
             print(f"{ds['name']}\t{ds['columns']} columns\t{ds['description']}")
-    finally:
-        svc.close()
     return 0
 
 
 def cmd_user_add(a: argparse.Namespace) -> int:
-    svc = _node(a.dir)
-    try:
+    with _node(a.dir) as svc:
         user, token = svc.store.add_user(a.name, a.role, actor="cli")
         if a.epsilon is not None:
             svc.store.set_budget(user.name, a.epsilon, a.delta, actor="cli")
-    finally:
-        svc.close()
     budget = f" with ε={a.epsilon}, δ={a.delta}" if a.epsilon is not None else " with no budget"
     _say(f"created {a.role} {a.name!r}{budget}; the token follows on stdout (shown once)")
     print(token)
@@ -134,25 +132,19 @@ def cmd_user_add(a: argparse.Namespace) -> int:
 
 
 def cmd_user_list(a: argparse.Namespace) -> int:
-    svc = _node(a.dir)
-    try:
+    with _node(a.dir) as svc:
         for u in svc.store.list_users():
             state = "disabled" if u.disabled else "active"
             print(f"{u.name}\t{u.role}\t{state}\t{u.created_at.isoformat()}")
-    finally:
-        svc.close()
     return 0
 
 
 def cmd_budget_set(a: argparse.Namespace) -> int:
-    svc = _node(a.dir)
-    try:
+    with _node(a.dir) as svc:
         if a.dataset is not None:
             svc.datasets.get(a.dataset)
         svc.store.set_budget(a.user, a.epsilon, a.delta, dataset=a.dataset, actor="cli")
         view = svc.store.budget(a.user)
-    finally:
-        svc.close()
     scope = f"dataset {a.dataset!r}" if a.dataset else "this node"
     _say(f"budget of {a.user!r} on {scope} set to ε={a.epsilon}, δ={a.delta}")
     _print_budget(view.to_dict(), a.json)
@@ -160,24 +152,18 @@ def cmd_budget_set(a: argparse.Namespace) -> int:
 
 
 def cmd_budget_show(a: argparse.Namespace) -> int:
-    svc = _node(a.dir)
-    try:
+    with _node(a.dir) as svc:
         svc.store.get_user(a.user)
         view = svc.store.budget(a.user)
-    finally:
-        svc.close()
     _print_budget(view.to_dict(), a.json)
     return 0
 
 
 def cmd_budget_cap(a: argparse.Namespace) -> int:
-    svc = _node(a.dir)
-    try:
+    with _node(a.dir) as svc:
         svc.datasets.get(a.dataset)
         svc.store.set_dataset_cap(a.dataset, a.epsilon, a.delta, actor="cli")
         cap = svc.store.dataset_caps()[a.dataset]
-    finally:
-        svc.close()
     _say(f"global cap on {a.dataset!r} (all scientists together) set to ε={a.epsilon}, δ={a.delta}")
     _print_budget(cap.to_dict(), a.json)
     return 0
@@ -201,11 +187,8 @@ def _print_budget(view: dict[str, Any], as_json: bool) -> None:
 
 
 def cmd_audit(a: argparse.Namespace) -> int:
-    svc = _node(a.dir)
-    try:
+    with _node(a.dir) as svc:
         entries = svc.store.audit_log(limit=a.limit)
-    finally:
-        svc.close()
     for e in entries:
         if a.json:
             print(json.dumps(e.to_dict()))

@@ -12,7 +12,8 @@ import argparse
 import base64
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,25 +26,24 @@ def _say(message: str) -> None:
     print(message, file=sys.stderr)
 
 
-def _jobs(directory: str) -> Any:
+@contextmanager
+def _jobs(directory: str) -> Iterator[Any]:
+    """The job service of ``directory`` (no background workers), closed when done."""
     from rds_kernel.node.jobs import JobService
     from rds_kernel.node.service import NodeService
     from rds_kernel.node.settings import load_settings
 
-    return JobService(NodeService(load_settings(directory)), background=False)
-
-
-def _close(jobs: Any) -> None:
-    jobs.close()
-    jobs.node.close()
+    jobs = JobService(NodeService(load_settings(directory)), background=False)
+    try:
+        yield jobs
+    finally:
+        jobs.close()
+        jobs.node.close()
 
 
 def cmd_jobs_list(a: argparse.Namespace) -> int:
-    jobs = _jobs(a.dir)
-    try:
+    with _jobs(a.dir) as jobs:
         found = jobs.store.list(statuses=[a.status] if a.status else [], limit=a.limit)
-    finally:
-        _close(jobs)
     for job in found:
         if a.json:
             print(json.dumps(job.owner()))
@@ -57,11 +57,8 @@ def cmd_jobs_list(a: argparse.Namespace) -> int:
 
 
 def cmd_jobs_show(a: argparse.Namespace) -> int:
-    jobs = _jobs(a.dir)
-    try:
+    with _jobs(a.dir) as jobs:
         job = jobs.store.get(a.job).owner()
-    finally:
-        _close(jobs)
     if a.output:
         _save_output(job, Path(a.output))
     if a.json:
@@ -127,14 +124,11 @@ def _next_step(job: dict[str, Any], directory: str) -> str:
 
 
 def cmd_jobs_approve(a: argparse.Namespace) -> int:
-    jobs = _jobs(a.dir)
-    try:
+    with _jobs(a.dir) as jobs:
         before = jobs.store.get(a.job)
         if before.status == "pending_review":
             _say(f"approved job {before.id}; running it on the private data in the sandbox ...")
         job = jobs.approve(a.job, actor="cli", note=a.note).owner()
-    finally:
-        _close(jobs)
     if job["status"] == "released":
         _say(f"released the output of job {job['id']} to {job['user']}")
     else:
@@ -145,21 +139,15 @@ def cmd_jobs_approve(a: argparse.Namespace) -> int:
 
 
 def cmd_jobs_deny(a: argparse.Namespace) -> int:
-    jobs = _jobs(a.dir)
-    try:
+    with _jobs(a.dir) as jobs:
         job = jobs.deny(a.job, actor="cli", reason=a.reason)
-    finally:
-        _close(jobs)
     _say(f"denied job {job.id}; nothing of it will be released")
     return 0
 
 
 def cmd_budget_requests(a: argparse.Namespace) -> int:
-    jobs = _jobs(a.dir)
-    try:
+    with _jobs(a.dir) as jobs:
         found = jobs.requests.list(status=a.status, limit=a.limit)
-    finally:
-        _close(jobs)
     for r in found:
         if a.json:
             print(json.dumps(r))
@@ -172,12 +160,9 @@ def cmd_budget_requests(a: argparse.Namespace) -> int:
 
 
 def cmd_budget_grant(a: argparse.Namespace) -> int:
-    jobs = _jobs(a.dir)
-    try:
+    with _jobs(a.dir) as jobs:
         r = jobs.requests.grant(a.request, actor="cli", note=a.note)
         view = jobs.node.store.budget(r["user"])
-    finally:
-        _close(jobs)
     _say(
         f"granted request {r['id']}: {r['user']} now has ε={view.epsilon_total:g}, "
         f"δ={view.delta_total:g} in total ({view.epsilon_remaining:g} ε left)"
@@ -186,11 +171,8 @@ def cmd_budget_grant(a: argparse.Namespace) -> int:
 
 
 def cmd_budget_deny(a: argparse.Namespace) -> int:
-    jobs = _jobs(a.dir)
-    try:
+    with _jobs(a.dir) as jobs:
         r = jobs.requests.deny(a.request, actor="cli", note=a.note)
-    finally:
-        _close(jobs)
     _say(f"denied request {r['id']} of {r['user']}")
     return 0
 
