@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
+from fractions import Fraction
 from typing import Any, Literal
 
 import sqlalchemy as sa
@@ -45,9 +46,12 @@ from rds_kernel.node.tables import (
 __all__ = [
     "budget_view",
     "charge",
+    "check",
     "dataset_caps",
     "find_release",
     "list_releases",
+    "record_answer",
+    "refund",
     "set_budget",
     "set_dataset_cap",
 ]
@@ -60,9 +64,11 @@ _WHERE: dict[Limit, str] = {
     "global": "on dataset {dataset!r} for all scientists together",
 }
 _TODO: dict[Limit, str] = {
-    "user": "ask the owner to raise your budget with `rds budget set`",
-    "dataset": "ask the owner to raise your cap on {dataset!r} with `rds budget set`",
-    "global": "ask the owner whether the global cap on {dataset!r} can be raised",
+    "user": "spend at most what is left, or ask the owner for more with "
+    "rds.request_budget(node, epsilon=..., reason=...)",
+    "dataset": "spend at most what is left, or ask the owner to raise your cap on {dataset!r}",
+    "global": "spend at most what is left, or ask the owner whether the global cap on "
+    "{dataset!r} can be raised",
 }
 
 
@@ -122,7 +128,7 @@ def _charge(
         raise AuthenticationError(
             f"user {user.name!r} has been disabled on this node; ask the owner for access"
         )
-    node_key = user_budgets.c.user_id == user.id
+    (_, _, node_key), (_, ud_table, ud_key), (_, ds_table, ds_key) = scopes = _scopes(user, dataset)
     node_row = _lock(conn, user_budgets, node_key)
     # Checked after taking the user's row lock, so a concurrent twin has committed by now.
     existing = _find(conn, user, request_id)
@@ -130,36 +136,23 @@ def _charge(
         return _replay(existing, spec_hash)
     if node_row is None:
         raise _exceeded("user", dataset, (epsilon, delta), (0.0, 0.0), (epsilon > 0, delta > 0))
-
-    user_dataset_key = sa.and_(
-        user_dataset_budgets.c.user_id == user.id, user_dataset_budgets.c.dataset == dataset
-    )
-    user_dataset_row = _lock_or_create(
-        conn, user_dataset_budgets, user_dataset_key, {"user_id": user.id, "dataset": dataset}
-    )
-    global_key = dataset_budgets.c.dataset == dataset
-    global_row = _lock_or_create(conn, dataset_budgets, global_key, {"dataset": dataset})
-
-    scopes: list[tuple[Limit, sa.Table, sa.ColumnElement[bool], sa.Row[Any] | None]] = [
-        ("user", user_budgets, node_key, node_row),
-        ("dataset", user_dataset_budgets, user_dataset_key, user_dataset_row),
-        ("global", dataset_budgets, global_key, global_row),
+    rows = [
+        node_row,
+        _lock_or_create(conn, ud_table, ud_key, {"user_id": user.id, "dataset": dataset}),
+        _lock_or_create(conn, ds_table, ds_key, {"dataset": dataset}),
     ]
-    for limit, _table, _key, row in scopes:
+    for (limit, _table, _key), row in zip(scopes, rows, strict=True):
         assert row is not None  # every row exists: checked or just ensured above
-        if row.epsilon_total is None:
-            continue
-        over_epsilon = row.epsilon_spent + epsilon > row.epsilon_total
-        over_delta = row.delta_spent + delta > row.delta_total
-        if over_epsilon or over_delta:
-            left = (row.epsilon_total - row.epsilon_spent, row.delta_total - row.delta_spent)
-            raise _exceeded(limit, dataset, (epsilon, delta), left, (over_epsilon, over_delta))
-    for _limit, table, key, row in scopes:
+        _refuse_if_over(limit, dataset, row, epsilon, delta)
+    for (_limit, table, key), row in zip(scopes, rows, strict=True):
         assert row is not None
         conn.execute(
             table.update()
             .where(key)
-            .values(epsilon_spent=row.epsilon_spent + epsilon, delta_spent=row.delta_spent + delta)
+            .values(
+                epsilon_spent=_spent_after(row.epsilon_spent, epsilon, row.epsilon_total),
+                delta_spent=_spent_after(row.delta_spent, delta, row.delta_total),
+            )
         )
 
     release = Release(
@@ -208,6 +201,145 @@ def _replay(existing: Release, spec_hash: str) -> ChargeResult:
             {"request_id": existing.request_id},
         )
     return ChargeResult(release=existing, replayed=True)
+
+
+def check(engine: Engine, *, user: User, dataset: str, epsilon: float, delta: float) -> None:
+    """Raise ``BudgetExceeded`` if any scope (user, user on dataset, dataset) cannot cover a cost.
+
+    Reads only: the check to make *before* anything touches private data, with the same rules
+    and message as :func:`charge`, which checks again inside its transaction.
+    """
+    dataset = _text("dataset", dataset)
+    epsilon = _amount("epsilon", epsilon)
+    delta = _amount("delta", delta)
+    with reading(engine) as conn:
+        for limit, table, key in _scopes(user, dataset):
+            row = conn.execute(sa.select(table).where(key)).one_or_none()
+            if row is None and limit == "user":
+                raise _exceeded(
+                    limit, dataset, (epsilon, delta), (0.0, 0.0), (epsilon > 0, delta > 0)
+                )
+            if row is not None:
+                _refuse_if_over(limit, dataset, row, epsilon, delta)
+
+
+def refund(
+    engine: Engine, *, user: User, request_id: str, actor: str, reason: str
+) -> Release | None:
+    """Give back what the release ``request_id`` was charged and delete it; one transaction.
+
+    Only for a charge taken in advance (a DP job's reservation) whose work stopped for a reason
+    that cannot depend on the private data. Returns the release, or None if there was none.
+    """
+    request_id = _text("request_id", request_id)
+    with engine.begin() as conn:
+        _lock(conn, user_budgets, user_budgets.c.user_id == user.id)  # charge()'s lock order
+        existing = _find(conn, user, request_id)
+        if existing is None:
+            return None
+        for _limit, table, key in _scopes(user, existing.dataset):
+            row = _lock(conn, table, key)
+            if row is None:
+                continue
+            conn.execute(
+                table.update()
+                .where(key)
+                .values(
+                    epsilon_spent=_spent_before(row.epsilon_spent, existing.epsilon),
+                    delta_spent=_spent_before(row.delta_spent, existing.delta),
+                )
+            )
+        conn.execute(
+            releases.delete().where(
+                releases.c.user_id == user.id, releases.c.request_id == request_id
+            )
+        )
+        append_audit(
+            conn,
+            actor,
+            "release.refund",
+            {
+                "user": user.name,
+                "dataset": existing.dataset,
+                "request_id": request_id,
+                "epsilon": existing.epsilon,
+                "delta": existing.delta,
+                "reason": reason,
+            },
+        )
+    return existing
+
+
+def record_answer(
+    engine: Engine, *, user: User, request_id: str, answer: dict[str, Any]
+) -> Release:
+    """Store the answer of a release charged in advance; the charge itself does not change."""
+    stored = json_safe(answer, "the answer")
+    with engine.begin() as conn:
+        result = conn.execute(
+            releases.update()
+            .where(releases.c.user_id == user.id, releases.c.request_id == request_id)
+            .values(answer=stored)
+        )
+        if result.rowcount != 1:
+            raise BadRequest(f"no release {request_id!r} of {user.name!r} to record an answer for")
+        existing = _find(conn, user, request_id)
+    assert existing is not None
+    return existing
+
+
+def _scopes(user: User, dataset: str) -> list[tuple[Limit, sa.Table, sa.ColumnElement[bool]]]:
+    """The budget rows that limit a release, in the order they are locked."""
+    return [
+        ("user", user_budgets, user_budgets.c.user_id == user.id),
+        (
+            "dataset",
+            user_dataset_budgets,
+            sa.and_(
+                user_dataset_budgets.c.user_id == user.id,
+                user_dataset_budgets.c.dataset == dataset,
+            ),
+        ),
+        ("global", dataset_budgets, dataset_budgets.c.dataset == dataset),
+    ]
+
+
+def _refuse_if_over(
+    limit: Limit, dataset: str, row: sa.Row[Any], epsilon: float, delta: float
+) -> None:
+    """``BudgetExceeded`` unless ``spent + cost <= total`` exactly, for ε and for δ."""
+    if row.epsilon_total is None:
+        return
+    over_epsilon = Fraction(row.epsilon_spent) + Fraction(epsilon) > Fraction(row.epsilon_total)
+    over_delta = Fraction(row.delta_spent) + Fraction(delta) > Fraction(row.delta_total)
+    if over_epsilon or over_delta:
+        left = (row.epsilon_total - row.epsilon_spent, row.delta_total - row.delta_spent)
+        raise _exceeded(limit, dataset, (epsilon, delta), left, (over_epsilon, over_delta))
+
+
+def _spent_after(spent: float, cost: float, total: float | None) -> float:
+    """``spent + cost`` as a float never below the exact sum (floats are binary fractions).
+
+    Rounding to nearest could store a spend a hair below the truth, and many such hairs add up;
+    rounding up cannot. When the exact sum fits the total (checked before), the total itself
+    is a valid upper bound, which keeps the tables' ``spent <= total`` constraint.
+    """
+    exact = Fraction(spent) + Fraction(cost)
+    value = spent + cost
+    if Fraction(value) < exact:
+        value = math.nextafter(value, math.inf)
+    if total is not None and value > total and exact <= Fraction(total):
+        value = total
+    return value
+
+
+def _spent_before(spent: float, cost: float) -> float:
+    """``spent - cost`` (a refund) as a float never below the exact difference, nor below 0."""
+    exact = Fraction(spent) - Fraction(cost)
+    value = spent - cost
+    if Fraction(value) < exact:
+        value = math.nextafter(value, math.inf)
+    return max(value, 0.0)
 
 
 def _exceeded(

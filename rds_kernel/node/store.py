@@ -249,6 +249,31 @@ class Store:
                 answer=answer,
             )
 
+    def precheck(self, user: User, dataset: str, epsilon: float, delta: float = 0.0) -> None:
+        """Raise ``BudgetExceeded`` unless every budget that limits a release could cover it now.
+
+        Call it before anything touches private data; :meth:`charge` checks again atomically.
+        """
+        ledger.check(self._engine, user=user, dataset=dataset, epsilon=epsilon, delta=delta)
+
+    def refund(self, user: User, request_id: str, *, reason: str, actor: str = "node") -> bool:
+        """Undo a charge taken in advance whose work stopped for a data-independent reason.
+
+        Returns whether there was such a release. Never for a failure that could depend on the
+        private data: that would let a scientist learn a bit for free.
+        """
+        with self._charge_lock:
+            return (
+                ledger.refund(
+                    self._engine, user=user, request_id=request_id, actor=actor, reason=reason
+                )
+                is not None
+            )
+
+    def record_answer(self, user: User, request_id: str, answer: dict[str, Any]) -> Release:
+        """Store the answer of a release that was charged before it was computed."""
+        return ledger.record_answer(self._engine, user=user, request_id=request_id, answer=answer)
+
     def find_release(self, user: User, request_id: str) -> Release | None:
         """``user``'s release stored under ``request_id``, or None."""
         return ledger.find_release(self._engine, user, request_id)

@@ -71,7 +71,7 @@ def test_the_magics_tour_runs_end_to_end(
 
     (error,) = [o for o in outputs(refused) if o["output_type"] == "error"]
     assert len(error["traceback"]) == 1
-    assert error["traceback"][0].startswith("BudgetExceeded: needs ε=100")
+    assert error["traceback"][0].startswith("BudgetExceeded: hospital_a: needs ε=100")
 
     released = served.node(token).budget()
     assert 0 < released.epsilon_spent <= 0.5  # the one remote release, nothing else

@@ -14,6 +14,7 @@ import re
 import threading
 import uuid
 from collections.abc import Callable
+from fractions import Fraction
 from typing import Any
 
 import pytest
@@ -190,7 +191,7 @@ def test_a_refusal_charges_nothing_and_records_nothing(store: Store, raw: sa.Eng
     error = refused.value
     assert error.status == 403
     assert "needs ε=0.6, ε=0.5 left on this node" in error.message
-    assert "rds budget set" in error.message
+    assert "rds.request_budget(node, epsilon=..., reason=...)" in error.message
     assert error.detail == {
         "needed": {"epsilon": 0.6, "delta": 0.0},
         "remaining": {"epsilon": 0.5, "delta": 0.0},
@@ -208,16 +209,75 @@ def test_a_refusal_charges_nothing_and_records_nothing(store: Store, raw: sa.Eng
 
 
 def test_spending_exactly_the_total_is_allowed_and_no_more(store: Store) -> None:
-    """spent + cost <= total, with no tolerance either way."""
+    """spent + cost <= total, checked exactly (floats are binary fractions), no tolerance."""
     alice = scientist(store, epsilon=1.0)
-    for _ in range(10):
-        charge(store, alice, 0.1)
-    spent = store.budget("alice").epsilon_spent
-    assert spent == sum(itertools.repeat(0.1, 10)) <= 1.0
+    for _ in range(4):
+        charge(store, alice, 0.25)  # exact in binary: the whole budget, to the last bit
+    assert store.budget("alice").epsilon_spent == 1.0
     with pytest.raises(BudgetExceeded):
-        charge(store, alice, 1.0 - spent + 1e-15)
+        charge(store, alice, 5e-324)
+
+
+def test_the_stored_spend_is_never_below_the_true_sum(store: Store) -> None:
+    """Each debit rounds up: the float sum of ten 0.1s (0.9999999999999999) is below their true
+    sum (1.0000000000000000555), which a float ledger would let a scientist exceed 1.0 by; here
+    the tenth 0.1 is refused, and the spend stored is always at least the exact sum."""
+    alice = scientist(store, epsilon=1.0)
+    exact = Fraction(0)
+    for _ in range(9):
+        charge(store, alice, 0.1)
+        exact += Fraction(0.1)
+        assert Fraction(store.budget("alice").epsilon_spent) >= exact
+    assert sum(itertools.repeat(0.1, 10)) <= 1.0 < exact + Fraction(0.1)
     with pytest.raises(BudgetExceeded):
         charge(store, alice, 0.1)
+
+
+def test_a_refund_gives_back_exactly_a_reserved_charge(store: Store, raw: sa.Engine) -> None:
+    """refund() undoes one charge in every scope and forgets its release; the audit log keeps
+    both. A refund of nothing changes nothing."""
+    alice = scientist(store, epsilon=1.0)
+    store.set_budget("alice", 0.5, dataset="patients", actor="owner")
+    store.set_dataset_cap("patients", 0.7, actor="owner")
+    charge(store, alice, 0.3, request_id="job-1")
+    assert store.refund(alice, "job-1", reason="the sandbox did not start")
+    view = store.budget("alice")
+    assert view.epsilon_spent == 0.0 and view.per_dataset["patients"].epsilon_spent == 0.0
+    assert store.dataset_caps()["patients"].epsilon_spent == 0.0
+    assert store.find_release(alice, "job-1") is None
+    assert not store.refund(alice, "job-1", reason="again")
+    assert store.budget("alice") == view
+    actions = [e.action for e in store.audit_log()]
+    assert actions[0] == "release.refund" and "release" in actions
+
+
+def test_an_answer_recorded_later_keeps_the_charge(store: Store) -> None:
+    """A charge taken before its answer exists (a DP job's reservation) gets the answer later;
+    the ledger does not move, and a release that does not exist is refused."""
+    alice = scientist(store, epsilon=1.0)
+    charge(store, alice, 0.3, request_id="job-1", answer={"status": "reserved"})
+    release = store.record_answer(alice, "job-1", {"value": 0.5})
+    assert release.answer == {"value": 0.5} and release.epsilon == 0.3
+    assert store.budget("alice").epsilon_spent == 0.3
+    with pytest.raises(BadRequest):
+        store.record_answer(alice, "job-2", {"value": 0.5})
+
+
+def test_precheck_refuses_when_any_scope_is_short(store: Store) -> None:
+    """precheck() applies charge()'s rules to every scope, the dataset's global cap included,
+    and writes nothing."""
+    alice = scientist(store, epsilon=2.0)
+    store.precheck(alice, "patients", 1.0)
+    store.set_dataset_cap("patients", 0.5, actor="owner")
+    with pytest.raises(BudgetExceeded, match="for all scientists together"):
+        store.precheck(alice, "patients", 1.0)
+    store.set_budget("alice", 0.2, dataset="other", actor="owner")
+    with pytest.raises(BudgetExceeded, match="for you on dataset 'other'"):
+        store.precheck(alice, "other", 0.3)
+    bob = scientist(store, "bob")
+    with pytest.raises(BudgetExceeded, match="on this node"):
+        store.precheck(bob, "patients", 0.1)
+    assert store.budget("alice").epsilon_spent == 0.0
 
 
 def test_delta_is_limited_like_epsilon(store: Store) -> None:
@@ -247,7 +307,7 @@ def test_a_per_dataset_cap_limits_one_dataset(store: Store) -> None:
     assert refused.value.detail["limit"] == "user"
 
     view = store.budget("alice")
-    assert view.epsilon_spent == 1.4
+    assert view.epsilon_spent == pytest.approx(1.4, abs=1e-15)  # 0.4 + 1.0, rounded up
     assert list(view.per_dataset) == ["a"]
     assert view.per_dataset["a"].epsilon_total == 0.5
     assert view.per_dataset["a"].epsilon_spent == 0.4
@@ -284,7 +344,7 @@ def test_a_global_cap_binds_all_scientists_together(store: Store) -> None:
     assert list(caps) == ["a"]
     assert (caps["a"].epsilon_total, caps["a"].epsilon_spent) == (1.0, 1.0)
     assert caps["a"].to_dict()["epsilon_remaining"] == 0.0
-    assert store.budget("bob").epsilon_spent == 3.4
+    assert store.budget("bob").epsilon_spent == pytest.approx(3.4, abs=1e-15)  # rounded up
     with pytest.raises(BadRequest, match="all scientists together have already spent"):
         store.set_dataset_cap("a", 0.9, actor="owner")
 
@@ -498,30 +558,29 @@ def run_together(work: Callable[[int], ChargeResult]) -> tuple[list[ChargeResult
 
 @pytest.mark.parametrize("limit", ["user", "global"])
 def test_concurrent_charges_never_overspend(store: Store, raw: sa.Engine, limit: str) -> None:
-    """64 simultaneous ε=0.1 charges against 1.0: exactly 10 succeed, one release each.
+    """64 simultaneous ε=0.125 charges against 1.25: exactly 10 succeed, one release each.
 
     ``user``: one scientist's total binds. ``global``: four scientists with ample budgets share
-    a global dataset cap, so their transactions contend on the shared row.
+    a global dataset cap, so their transactions contend on the shared row. (Binary fractions,
+    so that ten charges fit exactly: the ledger checks exact sums, see the test above.)
     """
     if limit == "user":
-        people = [scientist(store, "alice", epsilon=1.0)]
+        people = [scientist(store, "alice", epsilon=1.25)]
     else:
         people = [scientist(store, f"s{i}", epsilon=100.0) for i in range(4)]
-        store.set_dataset_cap("patients", 1.0, actor="owner")
+        store.set_dataset_cap("patients", 1.25, actor="owner")
 
     results, refused = run_together(
-        lambda i: charge(store, people[i % len(people)], 0.1, request_id=f"req-{i}")
+        lambda i: charge(store, people[i % len(people)], 0.125, request_id=f"req-{i}")
     )
 
     assert len(results) == 10 and refused == THREADS - 10
     assert not any(result.replayed for result in results)
     spent = sum(store.budget(person.name).epsilon_spent for person in people)
-    assert spent == pytest.approx(sum(result.release.epsilon for result in results))
-    if limit == "user":
-        assert spent == sum(itertools.repeat(0.1, 10)) <= 1.0
-    else:
+    assert spent == sum(result.release.epsilon for result in results) == 1.25
+    if limit == "global":
         cap = store.dataset_caps()["patients"]
-        assert cap.epsilon_spent == sum(itertools.repeat(0.1, 10)) <= cap.epsilon_total
+        assert cap.epsilon_spent == 1.25 == cap.epsilon_total
     with raw.connect() as conn:
         stored = sorted(conn.scalars(sa.text("SELECT request_id FROM releases")))
     assert stored == sorted(result.release.request_id for result in results)
@@ -611,7 +670,7 @@ def test_random_sequences_keep_the_ledger_sound(store: Store, ops: list[tuple[An
     """Against a model: a charge succeeds iff every scope has room, and spent stays in bounds.
 
     After every step, in every scope: 0 <= spent <= total, spent never decreases, and spent is
-    exactly the running sum of the charges that succeeded.
+    the running sum of the charges that succeeded rounded up, never below the exact sum.
     """
     run = uuid.uuid4().hex[:8]  # examples share one database; keep their names apart
     names = {u: f"{u}-{run}" for u in USERS}
@@ -625,13 +684,17 @@ def test_random_sequences_keep_the_ledger_sound(store: Store, ops: list[tuple[An
     for d in DATASETS:
         model[("global", d)] = [None, None, 0.0, 0.0]
     seen_spent: dict[tuple[str, ...], tuple[float, float]] = {}
+    exact: dict[tuple[str, ...], tuple[Fraction, Fraction]] = {}
 
     for step, (kind, u, d, epsilon, delta) in enumerate(ops):
         if kind == "charge":
             scopes = [("user", u), ("dataset", u, d), ("global", d)]
             fits = all(
                 model[s][0] is None
-                or (model[s][2] + epsilon <= model[s][0] and model[s][3] + delta <= model[s][1])
+                or (
+                    Fraction(model[s][2]) + Fraction(epsilon) <= Fraction(model[s][0])
+                    and Fraction(model[s][3]) + Fraction(delta) <= Fraction(model[s][1])
+                )
                 for s in scopes
             )
             try:
@@ -648,8 +711,10 @@ def test_random_sequences_keep_the_ledger_sound(store: Store, ops: list[tuple[An
             else:
                 assert fits and not result.replayed
                 for s in scopes:
-                    model[s][2] += epsilon
-                    model[s][3] += delta
+                    model[s][2] = _at_least(model[s][2], epsilon, model[s][0])
+                    model[s][3] = _at_least(model[s][3], delta, model[s][1])
+                    exact[s] = exact.get(s, (Fraction(0), Fraction(0)))
+                    exact[s] = (exact[s][0] + Fraction(epsilon), exact[s][1] + Fraction(delta))
         else:
             scope = (
                 ("global", d) if kind == "cap" else ("user", u) if d is None else ("dataset", u, d)
@@ -701,6 +766,17 @@ def test_random_sequences_keep_the_ledger_sound(store: Store, ops: list[tuple[An
             before = seen_spent.get(s, (0.0, 0.0))
             assert eps_spent >= before[0] and delta_spent >= before[1]
             seen_spent[s] = (eps_spent, delta_spent)
+            true_eps, true_delta = exact.get(s, (Fraction(0), Fraction(0)))
+            assert Fraction(eps_spent) >= true_eps and Fraction(delta_spent) >= true_delta
+
+
+def _at_least(spent: float, cost: float, total: float | None) -> float:
+    """The smallest float >= spent + cost (exactly), or the total when the sum fits it."""
+    true = Fraction(spent) + Fraction(cost)
+    value = float(true)
+    if Fraction(value) < true:
+        value = math.nextafter(value, math.inf)
+    return total if total is not None and value > total else value
 
 
 def test_budget_of_a_user_at_hand_equals_budget_by_name(store: Store) -> None:
