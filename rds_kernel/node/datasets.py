@@ -2,13 +2,20 @@
 
 Each dataset lives in ``DIR/datasets/NAME/`` as ``data.parquet`` (the private rows, checked
 against the schema and cast to its types when added), ``schema.toml`` (the owner's public
-contract, copied verbatim) and ``mock.parquet`` (generated from the schema alone, or the
-owner's own mock file, checked strictly). The directory is the registry: no database rows.
+contract, copied verbatim), ``mock.parquet`` (generated from the schema alone, or the
+owner's own mock file, checked strictly) and ``version`` (a random token written when the
+dataset is added). The directory is the registry: no database rows.
+
+A replace builds the new directory beside the old one and renames it into place, so a reader
+sees one version or the other. Everything cached about a dataset (its schema here, prepared
+measurements in the node) is keyed on the version token: an inode or a timestamp can come back
+after two replaces and pair an old schema with new data; a 128-bit random token does not.
 """
 
 from __future__ import annotations
 
 import re
+import secrets
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -23,10 +30,11 @@ from rds_kernel.schema import Schema, load_schema
 
 __all__ = ["Dataset", "DatasetRegistry"]
 
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")
 DATA_FILE = "data.parquet"
 SCHEMA_FILE = "schema.toml"
 MOCK_FILE = "mock.parquet"
+VERSION_FILE = "version"
 MOCK_SEED = 0
 # Every release scans the private file, so it is stored for reading speed: LZ4 decodes float
 # columns 2-3x faster than polars' default zstd (1M floats: 3.3 ms vs 7.8 ms) at ~1.6x the size.
@@ -40,7 +48,7 @@ class Dataset:
     name: str
     schema: Schema
     directory: Path
-    version: int = 0  # the directory's inode: `dataset add --replace` swaps in a new one
+    version: str = ""  # the token written at add time: `dataset add --replace` writes anew
 
     @property
     def data_path(self) -> Path:
@@ -63,11 +71,17 @@ class Dataset:
         }
 
 
-def _inode(directory: Path) -> int | None:
+def _version(directory: Path) -> str | None:
+    """The dataset's version token, or None if there is no dataset in ``directory``."""
     try:
-        return directory.stat().st_ino
+        return (directory / VERSION_FILE).read_text().strip()
+    except FileNotFoundError:
+        pass
+    try:  # a dataset added before versions were written: its data file's identity
+        stat = (directory / DATA_FILE).stat()
     except FileNotFoundError:
         return None
+    return f"legacy-{stat.st_ino}-{stat.st_mtime_ns}-{stat.st_size}"
 
 
 def _read_table(path: Path) -> pl.DataFrame:
@@ -99,7 +113,7 @@ class DatasetRegistry:
     def get(self, name: str) -> Dataset:
         """The dataset called ``name``; :class:`NotFound` (listing the others) if absent."""
         directory = self.root / name
-        version = _inode(directory) if _NAME.match(name) else None
+        version = _version(directory) if _NAME.fullmatch(name) else None
         cached = self._cache.get(name)
         if cached is not None and cached.version == version:
             return cached
@@ -109,6 +123,8 @@ class DatasetRegistry:
                 {"dataset": name},
             )
         schema = load_schema(directory / SCHEMA_FILE).with_name(name)
+        if _version(directory) != version:  # replaced while we read: read the new one
+            return self.get(name)
         ds = Dataset(name=name, schema=schema, directory=directory, version=version)
         self._cache[name] = ds
         return ds
@@ -131,7 +147,7 @@ class DatasetRegistry:
         The data is checked against the schema (missing columns, types, nulls, categories)
         before anything is written; a failed add leaves the node unchanged.
         """
-        if not _NAME.match(name):
+        if not _NAME.fullmatch(name):
             raise BadRequest(
                 f"dataset name {name!r} must start with a letter and use letters, digits, _ or -"
             )
@@ -147,15 +163,23 @@ class DatasetRegistry:
             mock = generate_mock(schema, n=rows, seed=MOCK_SEED)
         self.root.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=self.root))
+        old = None
         try:
             shutil.copyfile(schema_file, staging / SCHEMA_FILE)
             frame.write_parquet(staging / DATA_FILE, compression=PRIVATE_COMPRESSION)
             mock.write_parquet(staging / MOCK_FILE)
+            (staging / VERSION_FILE).write_text(secrets.token_hex(16) + "\n")
             if target.exists():
-                shutil.rmtree(target)
+                # move the old version aside first: the window without a dataset is two renames
+                old = Path(tempfile.mkdtemp(prefix=f".{name}-old-", dir=self.root))
+                target.rename(old / name)
             staging.rename(target)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
+            if old is not None and (old / name).exists() and not target.exists():
+                (old / name).rename(target)  # a failed replace leaves the old version serving
             raise
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
         self._cache.pop(name, None)
         return self.get(name)

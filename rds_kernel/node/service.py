@@ -4,10 +4,13 @@ Routes and commands parse their input, call one method here and render the resul
 query path lives in :meth:`NodeService.release`: parse → validate against the schema → compile
 and calibrate (cached) → run the OpenDP measurement on the lazily scanned private file →
 ``Store.charge`` (check, debit, record, store the answer, one transaction) → only then return.
+Nothing touches the data before every budget scope was checked (``Store.precheck``), and once
+the measurement has run the release is charged whatever happens, a failure included.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 from collections import OrderedDict
@@ -18,10 +21,10 @@ from typing import Any
 import polars as pl
 
 from rds_kernel.dp import PreparedQuery, execute, prepare
-from rds_kernel.errors import BadRequest, BudgetExceeded, Conflict, PermissionDenied
+from rds_kernel.errors import BadRequest, Conflict, InternalError, PermissionDenied
 from rds_kernel.mock import mock_to_csv_bytes
 from rds_kernel.node.datasets import Dataset, DatasetRegistry
-from rds_kernel.node.records import BudgetLine, BudgetView, User
+from rds_kernel.node.records import BudgetView, User
 from rds_kernel.node.settings import NodeSettings
 from rds_kernel.node.store import Store
 from rds_kernel.spec import QuerySpec, validate
@@ -29,6 +32,7 @@ from rds_kernel.spec._expr import SPEC_VERSION
 
 __all__ = ["NodeService"]
 
+log = logging.getLogger("rds_kernel.node")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 _PREPARED_CACHE_SIZE = 256
 
@@ -49,7 +53,7 @@ class NodeService:
         self.settings = settings
         self.store = store or Store(settings.resolved_database_url)
         self.datasets = DatasetRegistry(settings.directory)
-        self._prepared: OrderedDict[tuple[str, int, str], PreparedQuery] = OrderedDict()
+        self._prepared: OrderedDict[tuple[str, str, str], PreparedQuery] = OrderedDict()
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -122,7 +126,7 @@ class NodeService:
 
         A retry with the same ``request_id`` returns the stored answer and charges nothing.
         """
-        if not isinstance(request_id, str) or not _REQUEST_ID.match(request_id):
+        if not isinstance(request_id, str) or not _REQUEST_ID.fullmatch(request_id):
             raise BadRequest(
                 "request_id must be 1-128 letters, digits or '_.:-'; the client picks a fresh "
                 "one per release and reuses it only to retry"
@@ -138,15 +142,21 @@ class NodeService:
             return self._answer(existing.answer, request_id, replayed=True, user=user)
         spec, ds, prepared = self._prepared_query(raw_spec)
         eps, delta = prepared.cost
-        self._precheck(user, ds.name, eps, delta)
-        result = execute(prepared, ds.scan())
-        answer = {
+        # every scope, the dataset's global cap included, before anything touches the data
+        self.store.precheck(user, ds.name, eps, delta)
+        answer: dict[str, Any] = {
             "dataset": ds.name,
             "spec": spec.to_dict(),
-            "result": result.to_dict(),
             "cost": {"epsilon": eps, "delta": delta},
             "summary": prepared.summary,
         }
+        try:
+            answer["result"] = execute(prepared, ds.scan()).to_dict()
+        except Exception:
+            # The mechanism ran on the private data, so whether it failed may depend on the
+            # data: the failure is a release like any other and is charged (never a free bit).
+            log.exception("a release failed after running on the private data; charged")
+            answer["failed"] = True
         charged = self.store.charge(
             user=user,
             dataset=ds.name,
@@ -166,31 +176,6 @@ class NodeService:
             budget=charged.budget,
         )
 
-    def _precheck(self, user: User, dataset: str, eps: float, delta: float) -> None:
-        """Refuse early (without touching the data) when the budget clearly cannot cover it.
-
-        Only an optimisation: ``Store.charge`` re-checks inside its transaction.
-        """
-        view = self.store.budget_of(user)
-        lines: list[tuple[str, BudgetLine]] = [(self.settings.name, view)]
-        if dataset in view.per_dataset:
-            lines.append((f"dataset {dataset!r}", view.per_dataset[dataset]))
-        for where, line in lines:
-            if eps > line.epsilon_remaining or delta > line.delta_remaining:
-                raise BudgetExceeded(
-                    f"needs ε={eps:.6g}{f', δ={delta:.3g}' if delta else ''}; "
-                    f"{line.epsilon_remaining:.6g} ε"
-                    f"{f' and {line.delta_remaining:.3g} δ' if delta else ''} left on {where} — "
-                    "ask the owner to raise your budget, or spend less (a smaller epsilon)",
-                    {
-                        "needed": {"epsilon": eps, "delta": delta},
-                        "remaining": {
-                            "epsilon": line.epsilon_remaining,
-                            "delta": line.delta_remaining,
-                        },
-                    },
-                )
-
     def _answer(
         self,
         answer: dict[str, Any],
@@ -201,6 +186,15 @@ class NodeService:
         created_at: str | None = None,
         budget: BudgetView | None = None,
     ) -> dict[str, Any]:
+        if answer.get("failed"):
+            cost = answer["cost"]
+            raise InternalError(
+                f"the query failed while running on the private data; nothing was released, but "
+                f"its cost (ε={cost['epsilon']:.6g}, δ={cost['delta']:.3g}) was charged, because "
+                "whether a query fails there may depend on the data. This is a fault of the "
+                "node: tell its owner (the cause is in the node log)",
+                {"request_id": request_id, "charged": cost},
+            )
         view = budget if budget is not None else self.store.budget_of(user)
         return {
             **answer,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from fastapi.testclient import TestClient
 import rds_kernel.node.service as service_module
 from rds_kernel.node.app import create_app
 from rds_kernel.spec import Query, col, count, mean
+from rds_kernel.spec import sum as sum_
 from tests.node.nodes import TestNode, build_node
 
 
@@ -115,8 +117,8 @@ def test_running_out_of_budget_refuses_and_charges_nothing(
     assert r.status_code == 403
     err = r.json()["error"]
     assert err["code"] == "budget_exceeded"
-    assert err["message"].startswith("needs ε=0.5; ")
-    assert "left on test_node — ask the owner" in err["message"]
+    assert err["message"].startswith("needs ε=0.5, ε=0 left on this node; nothing was charged")
+    assert "ask the owner" in err["message"]
     assert err["detail"]["needed"]["epsilon"] == pytest.approx(0.5)
     assert spent(http, node, "bob") == before <= 1.0
     history = http.get("/v1/releases", headers=auth(node, "bob")).json()["releases"]
@@ -159,21 +161,56 @@ def test_malformed_and_oversized_bodies_get_the_envelope(http: TestClient, node:
     assert r.json()["error"]["code"] == "not_found"
 
 
-def test_internal_errors_leak_nothing(
+def test_internal_errors_leak_nothing_and_a_failed_release_is_charged(
     http: TestClient, node: TestNode, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A crash in the DP layer becomes a generic 500: no traceback, no value, no charge."""
+    """A crash while the mechanism runs on the private data becomes a generic 500 with no
+    traceback and no value — and it is charged, like an answer: whether a query fails there
+    may depend on the data, so an uncharged failure would be a free bit. A retry under the
+    same request_id gets the same refusal and is not charged again."""
 
     def boom(*_a: Any) -> Any:
         raise RuntimeError("private value 4242 in row 17")
 
     monkeypatch.setattr(service_module, "execute", boom)
-    r = release(http, node, "crash")
-    assert r.status_code == 500
-    text = r.text
-    assert "4242" not in text
-    assert "Traceback" not in text
-    assert r.json()["error"]["code"] == "internal_error"
+    for _ in range(2):
+        r = release(http, node, "crash")
+        assert r.status_code == 500
+        text = r.text
+        assert "4242" not in text
+        assert "Traceback" not in text
+        assert r.json()["error"]["code"] == "internal_error"
+        assert "was charged" in r.json()["error"]["message"]
+        assert spent(http, node) == pytest.approx(0.5)
+
+
+def test_a_query_the_budget_cannot_cover_never_touches_the_data(
+    http: TestClient, node: TestNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The precheck covers every scope, the dataset's global cap included: a release the
+    global cap refuses is refused before the mechanism runs (it used to run in full first)."""
+    node.service.store.set_dataset_cap("patients", 0.25, actor="test")
+    ran: list[Any] = []
+    monkeypatch.setattr(service_module, "execute", lambda *a: ran.append(a))
+    r = release(http, node, "capped")
+    assert r.status_code == 403
+    assert "for all scientists together" in r.json()["error"]["message"]
+    assert ran == []
+    assert spent(http, node) == 0
+
+
+@pytest.mark.parametrize("rid", ["abc\n", "abc\nX", " abc", "abc "])
+def test_a_request_id_must_match_whole(
+    http: TestClient, node: TestNode, monkeypatch: pytest.MonkeyPatch, rid: str
+) -> None:
+    """request_id is matched whole: "abc\\n" passed a prefix match and the query ran on the
+    private data before the ledger refused it."""
+    ran: list[Any] = []
+    monkeypatch.setattr(service_module, "execute", lambda *a: ran.append(a))
+    r = release(http, node, rid)
+    assert ran == []
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["code"] == "bad_request"
     assert spent(http, node) == 0
 
 
@@ -297,3 +334,37 @@ def test_a_replaced_dataset_is_served_with_its_new_schema(
     r = http.post("/v1/queries/preview", json=spec(), headers=h)
     assert r.status_code == 422
     assert "cvd" in r.json()["error"]["message"]
+
+
+def test_a_replaced_dataset_never_reuses_what_was_cached_for_the_old_one(
+    http: TestClient, node: TestNode, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Versions are a token written at add time, not the directory's inode: an inode freed by a
+    replace can come back two replaces later (simulated here: every inode is the same), and
+    then the schema and the prepared measurements of the old data were paired with the new."""
+    real_stat = Path.stat
+
+    def same_inode(self: Path, *args: Any, **kwargs: Any) -> os.stat_result:
+        st = real_stat(self, *args, **kwargs)
+        return os.stat_result((st.st_mode, 42, *tuple(st)[2:]))
+
+    monkeypatch.setattr(Path, "stat", same_inode)
+    h = auth(node, "alice")
+    query = Query("patients").agg(sum_("age")).spec(1.0).to_dict()
+
+    def scale() -> float:
+        r = http.post("/v1/queries/preview", json=query, headers=h)
+        assert r.status_code == 200, r.text
+        return float(r.json()["summary"][0]["scale"])
+
+    before = scale()
+    data = tmp_path / "small.csv"
+    data.write_text("age\n30\n40\n")
+    for upper in (1000, 10):  # the second replace puts back a schema unlike the first one
+        schema = tmp_path / f"small-{upper}.toml"
+        schema.write_text(f'[columns.age]\ntype = "int"\nbounds = [0, {upper}]\n')
+        node.service.datasets.add("patients", data, schema, replace=True)
+        assert scale() != before
+        assert http.get("/v1/datasets/patients", headers=h).json()["schema"]["columns"]["age"][
+            "bounds"
+        ] == [0, upper]
