@@ -42,13 +42,13 @@ def _node(directory: str) -> Iterator[Any]:
 
 
 def cmd_node_init(a: argparse.Namespace) -> int:
-    from rds_kernel.node.settings import NODE_FILE, write_settings
+    from rds_kernel.node.settings import NODE_FILE, make_private_directory, write_settings
     from rds_kernel.node.store import Store
 
     d = Path(a.dir)
     if (d / NODE_FILE).exists():
         raise BadRequest(f"{d} is already a node directory ({NODE_FILE} exists)")
-    d.mkdir(parents=True, exist_ok=True)
+    make_private_directory(d)
     values: dict[str, Any] = {"name": a.name or d.resolve().name}
     for key in ("database_url", "host", "port"):
         if getattr(a, key) is not None:
@@ -72,10 +72,11 @@ def cmd_node_serve(a: argparse.Namespace) -> int:
     from rds_kernel.node.app import create_app
     from rds_kernel.node.runtime import tune_allocator
     from rds_kernel.node.service import NodeService
-    from rds_kernel.node.settings import load_settings
+    from rds_kernel.node.settings import check_private_directory, load_settings
 
     tune_allocator()
     settings = load_settings(a.dir)
+    check_private_directory(settings.directory)
     service = NodeService(settings)
     service.store.create_all()
     host, port = a.host or settings.host, a.port if a.port is not None else settings.port

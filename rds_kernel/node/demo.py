@@ -42,7 +42,7 @@ from rds_kernel.node.app import create_app
 from rds_kernel.node.demo_lab import Lab, course_source, has_display, start_lab
 from rds_kernel.node.runtime import tune_allocator
 from rds_kernel.node.service import NodeService
-from rds_kernel.node.settings import write_settings
+from rds_kernel.node.settings import make_private_directory, write_settings
 
 __all__ = ["DemoNode", "bind_ports", "prepare_demo", "run_demo", "write_connections"]
 
@@ -110,8 +110,7 @@ def prepare_demo(root: Path, ports: Sequence[int]) -> list[DemoNode]:
     """
     nodes = []
     for hospital, port in zip(HOSPITALS, ports, strict=True):
-        directory = root / hospital
-        directory.mkdir(parents=True, exist_ok=True)
+        directory = make_private_directory(root / hospital)
         settings = write_settings(directory, name=hospital, host=HOST, port=port)
         service = NodeService(settings)
         try:

@@ -6,7 +6,9 @@ fails when a setting is missing from the README, so the documentation cannot dri
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,7 +17,15 @@ from typing import Any
 
 from rds_kernel.errors import BadRequest
 
-__all__ = ["SETTINGS", "NodeSettings", "Setting", "load_settings", "write_settings"]
+__all__ = [
+    "SETTINGS",
+    "NodeSettings",
+    "Setting",
+    "check_private_directory",
+    "load_settings",
+    "make_private_directory",
+    "write_settings",
+]
 
 NODE_FILE = "node.toml"
 
@@ -186,5 +196,33 @@ def write_settings(directory: str | Path, **values: Any) -> NodeSettings:
     for s in SETTINGS:
         lines.append(f"# {s.help}")
         lines.append(f"{s.name} = {_toml_value(checked[s.name])}")
-    (d / NODE_FILE).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    # 0600 from the start (never world-readable for a moment): the URL may hold a password
+    fd = os.open(d / NODE_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write("\n".join(lines) + "\n")
+    os.chmod(d / NODE_FILE, 0o600)
     return load_settings(d)
+
+
+def make_private_directory(directory: str | Path) -> Path:
+    """Create the node directory (or take an existing one) readable by its owner only (0700).
+
+    It holds the private datasets, the ledger and unreleased job outputs: under a usual umask
+    a new directory would be 0755, and any local user — the sandbox's uid ``nobody`` included —
+    could read them.
+    """
+    d = Path(directory)
+    d.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(d, 0o700)
+    return d
+
+
+def check_private_directory(directory: str | Path) -> None:
+    """Refuse a node directory that other users can enter, read or write, saying how to fix it."""
+    d = Path(directory)
+    mode = stat.S_IMODE(d.stat().st_mode)
+    if mode & 0o077:
+        raise BadRequest(
+            f"the node directory {d} is open to other users (mode {mode:o}): it holds private "
+            f"data, the ledger and unreleased outputs. Run `chmod 700 {d}` and start again"
+        )

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 import sqlalchemy as sa
@@ -218,6 +219,7 @@ def make_engine(database_url: str) -> Engine:
         # psycopg 3 is the driver we ship; a bare postgresql:// would ask for psycopg2.
         return sa.create_engine(url.set(drivername="postgresql+psycopg"), pool_pre_ping=True)
     if backend == "sqlite":
+        _create_private_file(url.database)
         engine = sa.create_engine(url, connect_args={"timeout": 30.0})
         event.listen(engine, "connect", _sqlite_connect)
         event.listen(engine, "begin", _sqlite_begin)
@@ -226,6 +228,18 @@ def make_engine(database_url: str) -> Engine:
         f"cannot use database_url {database_url!r}; use sqlite:///PATH/node.db or "
         "postgresql+psycopg://USER@HOST:PORT/DBNAME"
     )
+
+
+def _create_private_file(path: str | None) -> None:
+    """Create the SQLite file 0600 before SQLite does (it would follow the umask, often 0644).
+
+    SQLite gives its ``-wal`` and ``-shm`` files the mode of the database file, so they are
+    0600 too. The database holds unreleased job outputs and every answer ever released.
+    """
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return
+    with suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
 @contextmanager

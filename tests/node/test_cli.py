@@ -222,3 +222,34 @@ def test_init_add_user_serve_then_query_over_http(served: tuple[str, Path]) -> N
         check=True,
     ).stdout
     assert 0 < json.loads(shown)["epsilon_spent"] <= 0.5
+
+
+def test_a_new_node_is_readable_by_its_owner_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`rds node init` under the usual umask 022 used to make the directory 0755 and node.db
+    0644: any local user — the sandbox's uid `nobody` included — could read unreleased job
+    outputs from the database. Now the directory is 0700 and the files 0600, even the WAL."""
+    old = os.umask(0o022)
+    try:
+        d = tmp_path / "hospital"
+        assert rds(capsys, "node", "init", d, "--name", "h")[0] == 0
+        assert rds(capsys, "user", "add", d, "sam", "--epsilon", "1")[0] == 0
+    finally:
+        os.umask(old)
+    assert d.stat().st_mode & 0o777 == 0o700
+    files = [p for p in d.iterdir() if p.is_file()]
+    assert {p.name for p in files} >= {"node.toml", "node.db"}
+    for path in files:
+        assert path.stat().st_mode & 0o077 == 0, f"{path.name} is {path.stat().st_mode:o}"
+
+
+def test_serve_refuses_a_directory_others_can_read(
+    node_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A node directory others can read is refused at `rds node serve`, with the chmod to run."""
+    node_dir.chmod(0o755)
+    code, _out, err = rds(capsys, "node", "serve", node_dir, "--port", "0")
+    assert code == 1
+    assert f"chmod 700 {node_dir}" in err
+    assert err.count("\n") == 1
