@@ -65,15 +65,18 @@ class ReleaseRequest(BaseModel):
     spec: dict[str, Any] = Field(description="The query spec (see rds_kernel.spec).")
 
 
+_KEEP_DELTA = "Omitted: the δ already set stays (0 where none was)."
+
+
 class BudgetUpdate(BaseModel):
     epsilon: float = Field(ge=0, allow_inf_nan=False)
-    delta: float = Field(0.0, ge=0, lt=1, allow_inf_nan=False)
+    delta: float | None = Field(None, ge=0, lt=1, allow_inf_nan=False, description=_KEEP_DELTA)
     dataset: str | None = Field(None, description="Cap for one dataset instead of the total.")
 
 
 class CapUpdate(BaseModel):
     epsilon: float = Field(ge=0, allow_inf_nan=False)
-    delta: float = Field(0.0, ge=0, lt=1, allow_inf_nan=False)
+    delta: float | None = Field(None, ge=0, lt=1, allow_inf_nan=False, description=_KEEP_DELTA)
 
 
 class NewUser(BaseModel):
@@ -234,10 +237,31 @@ def create_app(
 
     @app.post("/v1/admin/users", tags=["admin"], status_code=201)
     def add_user(body: NewUser, user: Owner) -> dict[str, Any]:
-        new, token = svc.store.add_user(body.name, body.role, actor=user.name)
-        if body.epsilon is not None:
-            svc.store.set_budget(new.name, body.epsilon, body.delta, actor=user.name)
+        new, token = svc.add_user(
+            user.name, body.name, body.role, epsilon=body.epsilon, delta=body.delta
+        )
         return {"user": new.to_dict(), "token": token}
+
+    @app.post("/v1/admin/users/{name}/rotate", tags=["admin"])
+    def rotate(name: str, user: Owner) -> dict[str, Any]:
+        """A new token for ``name`` (shown once); the old one stops working at once."""
+        token = svc.store.rotate_token(name, actor=user.name)
+        return {"user": svc.store.get_user(name).to_dict(), "token": token}
+
+    @app.post("/v1/admin/users/{name}/disable", tags=["admin"])
+    def disable(name: str, user: Owner) -> dict[str, Any]:
+        """Stop ``name``'s token from working; their history and budget stay."""
+        if name == user.name:
+            raise BadRequest(
+                "you cannot disable the account you are using; use `rds user disable` on the node"
+            )
+        svc.store.disable_user(name, actor=user.name)
+        return {"user": svc.store.get_user(name).to_dict()}
+
+    @app.post("/v1/admin/users/{name}/enable", tags=["admin"])
+    def enable(name: str, user: Owner) -> dict[str, Any]:
+        svc.store.enable_user(name, actor=user.name)
+        return {"user": svc.store.get_user(name).to_dict()}
 
     @app.get("/v1/admin/budgets/{name}", tags=["admin"])
     def user_budget(name: str, user: Owner) -> dict[str, Any]:
@@ -246,8 +270,8 @@ def create_app(
 
     @app.put("/v1/admin/budgets/{name}", tags=["admin"])
     def set_budget(name: str, body: BudgetUpdate, user: Owner) -> dict[str, Any]:
-        svc.store.set_budget(name, body.epsilon, body.delta, dataset=body.dataset, actor=user.name)
-        return svc.store.budget(name).to_dict()
+        view = svc.set_budget(user.name, name, body.epsilon, body.delta, dataset=body.dataset)
+        return view.to_dict()
 
     @app.get("/v1/admin/caps", tags=["admin"])
     def caps(user: Owner) -> dict[str, Any]:
@@ -255,9 +279,7 @@ def create_app(
 
     @app.put("/v1/admin/caps/{dataset}", tags=["admin"])
     def set_cap(dataset: str, body: CapUpdate, user: Owner) -> dict[str, Any]:
-        svc.datasets.get(dataset)
-        svc.store.set_dataset_cap(dataset, body.epsilon, body.delta, actor=user.name)
-        return svc.store.dataset_caps()[dataset].to_dict()
+        return svc.set_cap(user.name, dataset, body.epsilon, body.delta).to_dict()
 
     @app.get("/v1/admin/audit", tags=["admin"])
     def audit(user: Owner, limit: Limit = 100) -> dict[str, Any]:

@@ -123,9 +123,7 @@ def cmd_dataset_list(a: argparse.Namespace) -> int:
 
 def cmd_user_add(a: argparse.Namespace) -> int:
     with _node(a.dir) as svc:
-        user, token = svc.store.add_user(a.name, a.role, actor="cli")
-        if a.epsilon is not None:
-            svc.store.set_budget(user.name, a.epsilon, a.delta, actor="cli")
+        _user, token = svc.add_user("cli", a.name, a.role, epsilon=a.epsilon, delta=a.delta)
     budget = f" with ε={a.epsilon}, δ={a.delta}" if a.epsilon is not None else " with no budget"
     _say(f"created {a.role} {a.name!r}{budget}; the token follows on stdout (shown once)")
     print(token)
@@ -140,14 +138,34 @@ def cmd_user_list(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_user_rotate(a: argparse.Namespace) -> int:
+    with _node(a.dir) as svc:
+        token = svc.store.rotate_token(a.name, actor="cli")
+    _say(f"{a.name!r} has a new token, which follows on stdout (shown once); the old one is dead")
+    print(token)
+    return 0
+
+
+def cmd_user_disable(a: argparse.Namespace) -> int:
+    with _node(a.dir) as svc:
+        svc.store.disable_user(a.name, actor="cli")
+    _say(f"{a.name!r} is disabled: their token no longer works; history and budget stay")
+    return 0
+
+
+def cmd_user_enable(a: argparse.Namespace) -> int:
+    with _node(a.dir) as svc:
+        svc.store.enable_user(a.name, actor="cli")
+    _say(f"{a.name!r} is enabled again (rotate the token too if it may have leaked)")
+    return 0
+
+
 def cmd_budget_set(a: argparse.Namespace) -> int:
     with _node(a.dir) as svc:
-        if a.dataset is not None:
-            svc.datasets.get(a.dataset)
-        svc.store.set_budget(a.user, a.epsilon, a.delta, dataset=a.dataset, actor="cli")
-        view = svc.store.budget(a.user)
+        view = svc.set_budget("cli", a.user, a.epsilon, a.delta, dataset=a.dataset)
     scope = f"dataset {a.dataset!r}" if a.dataset else "this node"
-    _say(f"budget of {a.user!r} on {scope} set to ε={a.epsilon}, δ={a.delta}")
+    line = view if a.dataset is None else view.per_dataset[a.dataset]
+    _say(f"budget of {a.user!r} on {scope} set to ε={a.epsilon}, δ={line.delta_total}")
     _print_budget(view.to_dict(), a.json)
     return 0
 
@@ -162,10 +180,11 @@ def cmd_budget_show(a: argparse.Namespace) -> int:
 
 def cmd_budget_cap(a: argparse.Namespace) -> int:
     with _node(a.dir) as svc:
-        svc.datasets.get(a.dataset)
-        svc.store.set_dataset_cap(a.dataset, a.epsilon, a.delta, actor="cli")
-        cap = svc.store.dataset_caps()[a.dataset]
-    _say(f"global cap on {a.dataset!r} (all scientists together) set to ε={a.epsilon}, δ={a.delta}")
+        cap = svc.set_cap("cli", a.dataset, a.epsilon, a.delta)
+    _say(
+        f"global cap on {a.dataset!r} (all scientists together) set to ε={a.epsilon}, "
+        f"δ={cap.delta_total}"
+    )
     _print_budget(cap.to_dict(), a.json)
     return 0
 
@@ -207,6 +226,9 @@ def cmd_demo(a: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- the parser
+
+
+KEEP_DELTA = "the δ total (default: keep the one already set, 0 where none was)"
 
 
 def _positive_float(text: str) -> float:
@@ -275,13 +297,21 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--delta", type=_positive_float, default=0.0, help="total delta budget")
     sp = command(user, "list", cmd_user_list, "list accounts")
     sp.add_argument("dir")
+    for name, fn, text in (
+        ("rotate", cmd_user_rotate, "give an account a new token (printed once); the old dies"),
+        ("disable", cmd_user_disable, "stop an account's token from working"),
+        ("enable", cmd_user_enable, "let a disabled account's token work again"),
+    ):
+        sp = command(user, name, fn, text)
+        sp.add_argument("dir")
+        sp.add_argument("name")
 
     budget = group("budget", "set and show privacy budgets")
     sp = command(budget, "set", cmd_budget_set, "set a scientist's total (or per-dataset) budget")
     sp.add_argument("dir")
     sp.add_argument("user")
     sp.add_argument("--epsilon", type=_positive_float, required=True)
-    sp.add_argument("--delta", type=_positive_float, default=0.0)
+    sp.add_argument("--delta", type=_positive_float, help=KEEP_DELTA)
     sp.add_argument("--dataset", help="cap this dataset only, within the total")
     sp.add_argument("--json", action="store_true")
     sp = command(budget, "show", cmd_budget_show, "show what a scientist has spent and has left")
@@ -292,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("dir")
     sp.add_argument("dataset")
     sp.add_argument("--epsilon", type=_positive_float, required=True)
-    sp.add_argument("--delta", type=_positive_float, default=0.0)
+    sp.add_argument("--delta", type=_positive_float, help=KEEP_DELTA)
     sp.add_argument("--json", action="store_true")
 
     from rds_kernel.node.cli_jobs import register as register_jobs

@@ -24,7 +24,7 @@ from rds_kernel.dp import PreparedQuery, execute, prepare
 from rds_kernel.errors import BadRequest, Conflict, InternalError, PermissionDenied
 from rds_kernel.mock import mock_to_csv_bytes
 from rds_kernel.node.datasets import Dataset, DatasetRegistry
-from rds_kernel.node.records import BudgetView, User
+from rds_kernel.node.records import BudgetLine, BudgetView, User
 from rds_kernel.node.settings import NodeSettings
 from rds_kernel.node.store import Store
 from rds_kernel.spec import QuerySpec, validate
@@ -234,3 +234,53 @@ class NodeService:
                 "only the data owner may do this; scientists can read /v1/budget and "
                 "/v1/releases for their own account"
             )
+
+    def add_user(
+        self,
+        actor: str,
+        name: str,
+        role: str,
+        *,
+        epsilon: float | None = None,
+        delta: float | None = None,
+    ) -> tuple[User, str]:
+        """Create an account (its token is returned, shown once), with a budget if given."""
+        user, token = self.store.add_user(name, role, actor=actor)
+        if epsilon is not None:
+            self.store.set_budget(user.name, epsilon, delta or 0.0, actor=actor)
+        return user, token
+
+    def set_budget(
+        self,
+        actor: str,
+        name: str,
+        epsilon: float,
+        delta: float | None = None,
+        *,
+        dataset: str | None = None,
+    ) -> BudgetView:
+        """Set a scientist's total, or their cap on an existing dataset.
+
+        ``delta=None`` keeps the δ already set there (0 where nothing was): an update of ε alone
+        must not silently zero a δ budget that unknown-key group-bys need.
+        """
+        user = self.store.get_user(name)
+        if dataset is not None:
+            self.datasets.get(dataset)
+        if delta is None:
+            view = self.store.budget_of(user)
+            line = view if dataset is None else view.per_dataset.get(dataset)
+            delta = line.delta_total if line is not None else 0.0
+        self.store.set_budget(name, epsilon, delta, dataset=dataset, actor=actor)
+        return self.store.budget_of(user)
+
+    def set_cap(
+        self, actor: str, dataset: str, epsilon: float, delta: float | None = None
+    ) -> BudgetLine:
+        """Cap an existing dataset for all scientists together; ``delta=None`` keeps the δ cap."""
+        self.datasets.get(dataset)
+        if delta is None:
+            current = self.store.dataset_caps().get(dataset)
+            delta = current.delta_total if current is not None else 0.0
+        self.store.set_dataset_cap(dataset, epsilon, delta, actor=actor)
+        return self.store.dataset_caps()[dataset]

@@ -172,6 +172,10 @@ class Store:
         """Stop ``name``'s token from working; their history and budget stay."""
         self._update_user(name, "user.disable", actor, disabled=True)
 
+    def enable_user(self, name: str, *, actor: str) -> None:
+        """Let a disabled user's token work again (rotate it too if it may have leaked)."""
+        self._update_user(name, "user.enable", actor, disabled=False)
+
     def _update_user(self, name: str, action: str, actor: str, **values: Any) -> None:
         user = self.get_user(name)
         with self._engine.begin() as conn:

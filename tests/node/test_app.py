@@ -270,6 +270,7 @@ ENDPOINTS: list[tuple[str, str, Any]] = [
     ("GET", "/v1/admin/caps", None),
     ("PUT", "/v1/admin/caps/patients", {"epsilon": 9.0}),
     ("GET", "/v1/admin/audit", None),
+    ("POST", "/v1/admin/users/bob/enable", None),
 ]
 ADMIN = "/v1/admin/"
 
@@ -299,7 +300,7 @@ def test_authorization_matrix(
     elif path == "/v1/queries" and who == "owner":
         expected = 403  # owners hold no budget unless they grant themselves one
     else:
-        expected = 201 if (method == "POST" and path.startswith(ADMIN)) else 200
+        expected = 201 if (method, path) == ("POST", "/v1/admin/users") else 200
     assert r.status_code == expected, r.text
     if expected >= 400:
         assert set(r.json()) == {"error"}
@@ -368,3 +369,59 @@ def test_a_replaced_dataset_never_reuses_what_was_cached_for_the_old_one(
         assert http.get("/v1/datasets/patients", headers=h).json()["schema"]["columns"]["age"][
             "bounds"
         ] == [0, upper]
+
+
+def test_a_budget_update_without_delta_keeps_the_delta(http: TestClient, node: TestNode) -> None:
+    """PUT of ε alone used to zero the δ total (and a cap's δ), after which every unknown-keys
+    query was refused; an omitted δ now keeps the one already set."""
+    owner = auth(node, "owner")
+    r = http.put("/v1/admin/budgets/alice", json={"epsilon": 3.0}, headers=owner)
+    assert r.status_code == 200, r.text
+    assert (r.json()["epsilon_total"], r.json()["delta_total"]) == (3.0, 1e-5)
+    r = http.put("/v1/admin/budgets/alice", json={"epsilon": 3.0, "delta": 0}, headers=owner)
+    assert r.json()["delta_total"] == 0.0
+    http.put("/v1/admin/caps/patients", json={"epsilon": 5.0, "delta": 1e-6}, headers=owner)
+    r = http.put("/v1/admin/caps/patients", json={"epsilon": 4.0}, headers=owner)
+    assert (r.json()["epsilon_total"], r.json()["delta_total"]) == (4.0, 1e-6)
+    body = {"epsilon": 1.0, "dataset": "patients"}
+    r = http.put("/v1/admin/budgets/alice", json=body, headers=owner)
+    assert r.json()["per_dataset"]["patients"]["delta_total"] == 0.0  # no cap had a δ yet
+
+
+@pytest.mark.parametrize("dataset", ["nope", "../x"])
+def test_a_cap_for_a_dataset_that_does_not_exist_is_refused(
+    http: TestClient, node: TestNode, dataset: str
+) -> None:
+    """A per-scientist cap on a dataset the node does not hold was stored with a 200."""
+    body = {"epsilon": 1.0, "dataset": dataset}
+    r = http.put("/v1/admin/budgets/alice", json=body, headers=auth(node, "owner"))
+    assert r.status_code == 404, r.text
+    assert "no dataset" in r.json()["error"]["message"]
+    assert node.service.store.budget("alice").per_dataset == {}
+
+
+def test_the_owner_rotates_disables_and_enables_tokens(http: TestClient, node: TestNode) -> None:
+    """Tokens can be revoked over HTTP (the owner's own too), and every change is audited."""
+    owner = auth(node, "owner")
+    old_alice = auth(node, "alice")
+    r = http.post("/v1/admin/users/alice/rotate", headers=owner)
+    assert r.status_code == 200, r.text
+    new_alice = {"Authorization": f"Bearer {r.json()['token']}"}
+    assert http.get("/v1/budget", headers=old_alice).status_code == 401
+    assert http.get("/v1/budget", headers=new_alice).status_code == 200
+
+    assert http.post("/v1/admin/users/bob/disable", headers=owner).json()["user"]["disabled"]
+    assert http.get("/v1/budget", headers=auth(node, "bob")).status_code == 401
+    assert http.post("/v1/admin/users/bob/enable", headers=owner).status_code == 200
+    assert http.get("/v1/budget", headers=auth(node, "bob")).status_code == 200
+
+    r = http.post("/v1/admin/users/owner/disable", headers=owner)
+    assert r.status_code == 400 and "rds user disable" in r.json()["error"]["message"]
+    r = http.post("/v1/admin/users/owner/rotate", headers=owner)
+    new_owner = {"Authorization": f"Bearer {r.json()['token']}"}
+    assert http.get("/v1/admin/users", headers=owner).status_code == 401
+    audit = http.get("/v1/admin/audit", headers=new_owner).json()["audit"]
+    actions = [e["action"] for e in audit]
+    for action in ("user.rotate_token", "user.disable", "user.enable"):
+        assert action in actions
+    assert http.post("/v1/admin/users/nobody/rotate", headers=new_owner).status_code == 404

@@ -253,3 +253,37 @@ def test_serve_refuses_a_directory_others_can_read(
     assert code == 1
     assert f"chmod 700 {node_dir}" in err
     assert err.count("\n") == 1
+
+
+def test_tokens_are_rotated_disabled_and_enabled_from_the_cli(
+    node_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`rds user rotate` prints only the new token; disable and enable take effect at once."""
+    from rds_kernel.node.settings import load_settings
+    from rds_kernel.node.store import Store
+
+    code, old, _ = rds(capsys, "user", "add", node_dir, "sam", "--epsilon", "1")
+    store = Store(load_settings(node_dir).resolved_database_url)
+    try:
+        code, new, err = rds(capsys, "user", "rotate", node_dir, "sam")
+        assert code == 0 and new.strip().startswith("rds_") and "shown once" in err
+        assert store.authenticate(old.strip()) is None
+        assert store.authenticate(new.strip()) is not None
+        assert rds(capsys, "user", "disable", node_dir, "sam")[0] == 0
+        assert store.authenticate(new.strip()) is None
+        assert rds(capsys, "user", "enable", node_dir, "sam")[0] == 0
+        assert store.authenticate(new.strip()) is not None
+        code, _out, err = rds(capsys, "user", "disable", node_dir, "nobody")
+        assert code == 1 and "no user named 'nobody'" in err
+    finally:
+        store.close()
+
+
+def test_budget_set_without_delta_keeps_the_delta(
+    node_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`rds budget set --epsilon` alone used to reset δ to 0."""
+    rds(capsys, "user", "add", node_dir, "sam", "--epsilon", "1", "--delta", "1e-6")
+    code, out, _err = rds(capsys, "budget", "set", node_dir, "sam", "--epsilon", "2", "--json")
+    assert code == 0
+    assert json.loads(out)["delta_total"] == 1e-6
