@@ -28,7 +28,7 @@ ColumnType = Literal["int", "float", "bool", "category", "string", "date"]
 COLUMN_TYPES: tuple[ColumnType, ...] = ("int", "float", "bool", "category", "string", "date")
 NUMERIC_TYPES = ("int", "float")
 
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")  # fullmatch: "$" would allow a final "\n"
 _COLUMN_KEYS = {"type", "bounds", "categories", "nullable", "description", "null_rate"}
 _SCHEMA_KEYS = {
     "name",
@@ -60,6 +60,15 @@ class Column:
     nullable: bool = False
     description: str = ""
     null_rate: float | None = None
+
+    def __post_init__(self) -> None:
+        # categories are public group keys: a repeated key would come back equal exactly when
+        # it is in the data, so no Column may hold one, however it is built
+        if self.categories is not None and len(set(self.categories)) != len(self.categories):
+            raise SchemaError(
+                f"column {self.name!r}: categories must not repeat; list each category once",
+                {"where": f"column {self.name!r}"},
+            )
 
     @property
     def is_numeric(self) -> bool:
@@ -187,7 +196,7 @@ def _parse_schema(raw: Any, source: str) -> Schema:
     if not isinstance(description, str):
         raise _fail(source, "description", "must be a string")
     name = raw.get("name", "")
-    if not isinstance(name, str) or (name and not _NAME.match(name)):
+    if not isinstance(name, str) or (name and not _NAME.fullmatch(name)):
         raise _fail(source, "name", "must be a simple name such as 'patients'")
 
     prc = raw.get("public_row_count")
@@ -224,7 +233,7 @@ def _is_number(v: Any) -> bool:
 
 def _parse_column(source: str, name: Any, spec: Any) -> Column:
     where = f"column {name!r}"
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise _fail(
             source, where, "column names must be letters, digits and _ (not starting with a digit)"
         )

@@ -100,3 +100,20 @@ def test_errors_name_file_column_and_fix(
 def test_missing_file_says_where_to_put_it(tmp_path: Path) -> None:
     with pytest.raises(SchemaError, match="schema file not found"):
         load_schema(tmp_path / "nope.toml")
+
+
+def test_a_name_with_a_trailing_newline_is_refused() -> None:
+    """Names are matched in full: ``$`` in ``re.match`` also matches before a final newline."""
+    with pytest.raises(SchemaError, match="letters, digits"):
+        Schema.from_dict({"columns": {"age\n": {"type": "int"}}})
+    with pytest.raises(SchemaError, match="simple name"):
+        Schema.from_dict({"name": "patients\n", "columns": {"age": {"type": "int"}}})
+
+
+def test_categories_are_unique_however_a_column_is_built() -> None:
+    """Categories are public group keys; a repeated one would be a repeated key (the copies of
+    a present key are released equal), so a Column cannot hold one, even built directly."""
+    from rds_kernel.schema import Column
+
+    with pytest.raises(SchemaError, match="repeat"):
+        Column(name="sex", type="category", categories=("F", "M", "F"))

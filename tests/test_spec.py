@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from typing import Any
 
 import pytest
@@ -156,7 +157,7 @@ VALIDATION_ERRORS = [
     (Query("patients").filter(col("nope") > 1), "unknown column 'nope'"),
     (Query("patients").filter(col("age") > "old"), "cannot be compared with a int"),
     (Query("patients").filter(col("sex") == "X"), "not a category"),
-    (Query("patients").filter(col("seen") > "yesterday"), "cannot be compared with a date"),
+    (Query("patients").filter(col("seen") > "yesterday"), "not a date written YYYY-MM-DD"),
     (Query("patients").filter(col("age") + 1), "must be a condition"),
     (Query("patients").filter(col("age") & col("smoker")), "combines conditions"),
     (Query("patients").agg(rs.sum("income")), "no public bounds"),
@@ -223,6 +224,8 @@ def test_public_api_is_pinned() -> None:
             "count",
             "expr_info",
             "lit",
+            "MAX_BOUND",
+            "MIN_WIDTH",
             "mean",
             "median",
             "quantile",
@@ -231,3 +234,89 @@ def test_public_api_is_pinned() -> None:
             "variance",
         ]
     )
+
+
+# --------------------------------------------------------------------------- typed literals
+
+
+def keys_of(column: str, keys: list[Any]) -> tuple[Any, ...]:
+    spec = Query("patients").group_by(column, keys={column: keys}).agg(count()).spec(1.0)
+    v = validate(spec, SCHEMA)
+    assert v.keys is not None
+    return v.keys[column]
+
+
+def test_validated_keys_carry_typed_values() -> None:
+    """Keys are parsed against the column type: ints, floats without -0.0, dates as dates, so
+    the DP layer never guesses a type (and two spellings of one key cannot both reach it)."""
+    from datetime import date
+
+    assert keys_of("age", [30.0, 40]) == (30, 40)
+    assert all(type(k) is int for k in keys_of("age", [30.0, 40]))
+    assert keys_of("bmi", [-0.0, 1]) == (0.0, 1.0)
+    assert math.copysign(1.0, keys_of("bmi", [-0.0])[0]) == 1.0
+    assert keys_of("seen", ["2020-01-31"]) == (date(2020, 1, 31),)
+    assert keys_of("smoker", [True]) == (True,)
+    assert keys_of("sex", ["M", "F"]) == ("M", "F")
+
+
+KEY_ERRORS = [
+    ("age", [12345.0, 12345.4], "12345.4 is not a whole number"),
+    ("age", [12345, 12345.0], r"12345 and 12345\.0 are the same int key"),
+    ("age", [True], "True is a bool"),
+    ("age", ["30"], "'30' cannot be compared with a int"),
+    ("age", [2.0**63], "64-bit"),
+    ("bmi", [0.0, -0.0], r"0\.0 and -0\.0 are the same float key"),
+    ("bmi", [1, 1.0], r"1 and 1\.0 are the same float key"),
+    ("bmi", [False], "False is a bool"),
+    ("seen", ["19500304"], r"'19500304' is not a date written YYYY-MM-DD"),
+    ("seen", ["2020-W01-1"], "YYYY-MM-DD"),
+    ("seen", ["2020-01-01T00:00"], "YYYY-MM-DD"),
+    ("seen", ["2020-02-30"], "YYYY-MM-DD"),
+    ("seen", ["２０２０-01-01"], "YYYY-MM-DD"),  # full-width digits
+    ("seen", [20200101], "cannot be compared with a date"),
+    ("smoker", [1], "cannot be compared with a bool"),
+    ("bmi", [float("nan")], "must be finite"),
+    ("bmi", [float("-inf")], "must be finite"),
+]
+
+
+@pytest.mark.parametrize(("column", "keys", "message"), KEY_ERRORS)
+def test_keys_are_parsed_strictly_and_must_be_unique_in_their_type(
+    column: str, keys: list[Any], message: str
+) -> None:
+    """A key is refused unless it is exactly a value of the column type, and a key list is
+    refused when two of its values are one key of that type (the message names both)."""
+    with pytest.raises(SpecError, match=message):
+        keys_of(column, keys)
+
+
+@pytest.mark.parametrize(
+    ("condition", "message"),
+    [
+        (col("age") > 17.5, "17.5 is not a whole number"),
+        (col("age").is_in([18, 18.5]), "18.5 is not a whole number"),
+        (col("age").between(18, 64.5), "64.5 is not a whole number"),
+        (col("age").fill_null(1.5) > 3, "1.5 is not a whole number"),
+        (col("seen") >= "20210601", "YYYY-MM-DD"),
+        (col("seen").between("2020-01-01", "2020-W05-1"), "YYYY-MM-DD"),
+    ],
+)
+def test_filter_literals_are_parsed_against_the_column_type(condition: Any, message: str) -> None:
+    """Comparisons, is_in, between and fill_null values follow the same strict parsing."""
+    with pytest.raises(SpecError, match=message):
+        validate(Query("patients").filter(condition).agg(count()).spec(1.0), SCHEMA)
+
+
+def test_integral_floats_compare_with_int_columns() -> None:
+    """30.0 is the whole number 30, so it may be compared with an int column."""
+    validate(Query("patients").filter(col("age") >= 30.0).agg(count()).spec(1.0), SCHEMA)
+
+
+def test_integers_beyond_64_bits_are_refused_by_the_parser() -> None:
+    """A JSON integer too large for float conversion used to crash the parser (a 500)."""
+    raw = mutate(filter={"op": "gt", "args": [{"col": "age"}, {"lit": 10**400}]})
+    with pytest.raises(SpecError, match="64 bits"):
+        QuerySpec.from_dict(raw)
+    with pytest.raises(SpecError, match="64 bits"):
+        QuerySpec.from_dict(mutate(epsilon=10**400))

@@ -13,6 +13,10 @@ values ``m`` is off by at most ``(a_s + |m| a_n) / (n - a_n)``; a variance adds 
 the mean of squares and ``2 |m| e + e**2`` from squaring the mean. The rounding of the
 fixed-point encoding (at most ``resolution`` per value) is not included. Values are clamped
 to their public range afterwards, so the ± never exceeds the range's width.
+
+Everything here is total: a ± that cannot be computed, or is not finite, is ``None`` (the
+preview is JSON, and the release's ± is computed after the mechanism ran, where nothing may
+fail).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from rds_kernel.dp._opendp import dp
+from rds_kernel.dp._opendp import OpenDPException, dp
 from rds_kernel.dp.compile import CompiledQuery, Output
 
 __all__ = ["ALPHA", "Noise", "derived_accuracy", "noise_accuracy", "summarize"]
@@ -38,14 +42,23 @@ class Noise:
     scale: float
 
 
+def _finite(x: float | None) -> float | None:
+    """``x`` if it is a finite number, else ``None`` (JSON has no inf or NaN)."""
+    return x if x is not None and math.isfinite(x) else None
+
+
 def noise_accuracy(noise: Noise, alpha: float = ALPHA) -> float | None:
-    """The ± at level ``alpha`` of one component (``None`` for non-additive noise)."""
+    """The ± at level ``alpha`` of one component (``None`` for non-additive noise, or if
+    OpenDP cannot compute it). Never raises: it is also used after a release."""
     if noise.distribution != "Integer Laplace":
         return None
     if noise.scale == 0:
         return 0.0
-    acc = float(dp.discrete_laplacian_scale_to_accuracy(noise.scale, alpha))
-    return max(acc, 0.0) if not math.isnan(acc) else None
+    try:
+        acc = float(dp.discrete_laplacian_scale_to_accuracy(noise.scale, alpha))
+    except (OpenDPException, ArithmeticError, ValueError):
+        return None
+    return max(acc, 0.0) if math.isfinite(acc) else None
 
 
 def derived_accuracy(
@@ -53,7 +66,8 @@ def derived_accuracy(
 ) -> float | None:
     """The approximate ± at 95% of a mean or variance, from its released parts.
 
-    ``values`` are the noisy sums and count in the order of ``out.parts``.
+    ``values`` are the noisy sums and count in the order of ``out.parts``. Never raises (it
+    runs after a release); ``None`` when the ± is unknown.
     """
     enc = out.encoding
     assert enc is not None
@@ -64,15 +78,16 @@ def derived_accuracy(
     *a_sums, a_n = (float(a) for a in accs if a is not None)
     *sums, n = values
     width = enc.hi - enc.lo
+    most = width if out.op == "mean" else (width / 2) * (width / 2)
     denominator = n - a_n
-    if denominator <= 1:
-        return width if out.op == "mean" else (width / 2) ** 2
+    if not denominator > 1:  # also when n is NaN
+        return _finite(most)
     errs = [(a + abs(s / n) * a_n) / denominator for a, s in zip(a_sums, sums, strict=True)]
     if out.op == "mean":
-        return min(errs[0] * enc.unit, width)
+        return _finite(min(errs[0] * enc.unit, most))
     m1 = sums[0] / n
     e1, e2 = errs
-    return min((e2 + 2 * abs(m1) * e1 + e1 * e1) * enc.unit**2, (width / 2) ** 2)
+    return _finite(min((e2 + 2 * abs(m1) * e1 + e1 * e1) * enc.unit * enc.unit, most))
 
 
 def _preview_accuracy(
@@ -133,8 +148,8 @@ def summarize(
                 "aggregate": out.alias,
                 "statistic": out.op,
                 "mechanism": first.distribution,
-                "scale": first.scale * unit,
-                "accuracy": accuracy,
+                "scale": _finite(first.scale * unit),
+                "accuracy": _finite(accuracy),
                 "threshold": threshold,
                 "note": note,
             }

@@ -12,7 +12,8 @@ internal names) and a recipe to read it back:
 * ``quantile`` is OpenDP's exponential-mechanism quantile over the public candidates.
 
 The plan is: derived columns, the filter, the per-identifier truncation (user-level privacy),
-then ``select`` or ``group_by(...).agg``, then a left join onto the public key set. Unknown
+then ``select`` or ``group_by(...).agg``, then a left join onto the public key set (whose rows
+are checked to be unique: a repeated key would reveal whether it is in the data). Unknown
 keys are released through OpenDP's threshold on the noisy row count, which is added when the
 query has none.
 """
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from datetime import date
 from typing import Any, Literal
 
 import polars as pl
@@ -30,6 +30,7 @@ from rds_kernel.dp._opendp import dp_count, dp_quantile, dp_row_count, dp_sum
 from rds_kernel.dp.encode import Encoding, encode
 from rds_kernel.dp.expr import compile_expr
 from rds_kernel.dp.space import InputSpace, empty_frame
+from rds_kernel.errors import SpecError
 from rds_kernel.schema import Schema
 from rds_kernel.spec import ResolvedAggregate, ValidatedQuery
 
@@ -137,17 +138,26 @@ def _quantile(agg: ResolvedAggregate, x: pl.Expr) -> pl.Expr:
 
 
 def _key_frame(query: ValidatedQuery, schema: dict[str, Any]) -> pl.DataFrame:
-    """Every combination of the public keys, in the order given, typed like the plan."""
+    """Every combination of the public keys, in the order given, typed like the plan.
+
+    Validation gives typed, unique keys; the frame is checked again after the cast to the
+    plan's types (a repeated key row would come back equal exactly when the key is present in
+    the data, revealing it), here at prepare time, before any data is read.
+    """
     assert query.keys is not None
     by = query.group_by
     combos = list(itertools.product(*(query.keys[g] for g in by)))
-    columns = []
-    for i, g in enumerate(by):
-        values = [c[i] for c in combos]
-        if schema[g] == pl.Date:
-            values = [date.fromisoformat(v) if isinstance(v, str) else v for v in values]
-        columns.append(pl.Series(g, values).cast(schema[g]))
-    return pl.DataFrame(columns)
+    columns = [pl.Series(g, [c[i] for c in combos]).cast(schema[g]) for i, g in enumerate(by)]
+    frame = pl.DataFrame(columns)
+    repeated = frame.is_duplicated()
+    if repeated.any():
+        rows = frame.filter(repeated).unique(maintain_order=True).head(3).rows()
+        raise SpecError(
+            f"the public keys of {list(by)} repeat {rows} once converted to the column "
+            "types; give each key once (a repeated key would reveal whether it is in the data)",
+            {"group_by": list(by)},
+        )
+    return frame
 
 
 def compile_query(query: ValidatedQuery, schema: Schema, space: InputSpace) -> CompiledQuery:

@@ -13,6 +13,9 @@ reported as ``resolution``. Integer columns with integer bounds use ``p = 0`` an
 
 Means and variances centre ``u`` on its midpoint (``offset = -C``): the sensitivity is then
 half the width of the bounds rather than the largest absolute bound.
+
+Bounds are finite, within ``±MAX_BOUND`` and at least ``MIN_WIDTH`` wide (validation refuses
+the rest; see :mod:`rds_kernel.spec`), so ``2**p`` and every decoded value are finite.
 """
 
 from __future__ import annotations
@@ -61,6 +64,9 @@ class Encoding:
         """The largest rounding error per value (0 when no rounding happens)."""
         return 0.0 if self.exact else self.unit
 
+    # Decoding runs after the mechanism, on noisy values: it must never raise. Float
+    # arithmetic gives inf/nan where Python's ** would raise; the caller reads those as unknown.
+
     def sum(self, total: float) -> float:
         """The sum of the original values from a (noisy) sum of ``u`` (non-centred only)."""
         return total * self.unit
@@ -70,10 +76,12 @@ class Encoding:
         return min(max(self.lo + (self.centre + mean_u) * self.unit, self.lo), self.hi)
 
     def variance(self, mean_u: float, mean_square: float) -> float:
-        """The variance from (noisy) means of ``u`` and of the centred square."""
+        """The variance from (noisy) means of ``u`` and of the centred square, inside
+        ``[0, (width / 2)**2]``."""
         second = mean_square + self.square_offset
         var = (second - mean_u * mean_u) * self.unit * self.unit
-        return min(max(var, 0.0), ((self.hi - self.lo) / 2) ** 2)
+        half = (self.hi - self.lo) / 2
+        return min(max(var, 0.0), half * half)
 
 
 def _largest_p(span: float, limit: int) -> int:

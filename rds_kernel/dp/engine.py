@@ -162,6 +162,11 @@ def _noise(measurement: Any) -> dict[str, Noise]:
 
 
 def _decode(prepared: PreparedQuery, frame: pl.DataFrame) -> ReleaseResult:
+    """The release from the measurement's output frame.
+
+    This runs after the mechanism, on noisy values: it must not fail for any of them (a
+    failure would depend on the data). Each value that cannot be decoded is ``None``.
+    """
     compiled = prepared.compiled
     by = list(compiled.group_by)
     if compiled.keys is not None:
@@ -174,7 +179,11 @@ def _decode(prepared: PreparedQuery, frame: pl.DataFrame) -> ReleaseResult:
     columns: list[list[Any]] = [frame.get_column(g).to_list() for g in by]
     for out in compiled.outputs:
         parts = [frame.get_column(p).to_list() for p in out.parts]
-        values, accs = _read(out, parts, prepared.noise)
+        try:
+            values, accs = _read(out, parts, prepared.noise)
+        except Exception:  # pragma: no cover - _read is total; this is the last line of defence
+            log.exception("decoding %r failed; it is released as unknown (None)", out.alias)
+            values, accs = [None] * frame.height, [None] * frame.height
         columns.append(values)
         finite = [a for a in accs if a is not None]
         accuracy[out.alias] = max(finite) if finite and len(finite) == len(accs) else None
@@ -183,10 +192,26 @@ def _decode(prepared: PreparedQuery, frame: pl.DataFrame) -> ReleaseResult:
     return ReleaseResult(names, rows, accuracy, prepared.cost, prepared.threshold)
 
 
+def _number(v: Any) -> float | None:
+    """A noisy output as a finite float, or ``None`` if it is missing or not finite."""
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return None
+    x = float(v)  # OpenDP's outputs are i64 or f64, so this cannot overflow
+    return x if math.isfinite(x) else None
+
+
+def _finite(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
 def _read(
     out: Output, parts: Sequence[list[Any]], noise: Mapping[str, Noise]
 ) -> tuple[list[Any], list[float | None]]:
-    """Decode one aggregate's column from its components; also each row's ±."""
+    """Decode one aggregate's column from its components; also each row's ±.
+
+    Total: a missing or non-finite part, or a decoded value that is not finite, gives
+    ``None`` (the value is unknown), never an exception.
+    """
     enc = out.encoding
     if out.op in ("count", "quantile"):
         acc = noise_accuracy(noise[out.parts[0]])
@@ -194,18 +219,33 @@ def _read(
     assert enc is not None
     if out.op == "sum":
         base = noise_accuracy(noise[out.parts[0]])
-        acc = base * enc.unit if base is not None else None
-        sums = [v if enc.exact else enc.sum(v) for v in parts[0]]
+        acc = _finite(base * enc.unit) if base is not None else None
+        sums: list[Any] = []
+        for v in parts[0]:
+            total = _number(v)
+            if total is None:
+                sums.append(None)
+            elif enc.exact:
+                sums.append(v)  # the integer itself: exact, and p = 0
+            else:
+                sums.append(_finite(enc.sum(total)))
         return sums, [acc] * len(sums)
-    values, accs = [], []
+    values: list[Any] = []
+    accs: list[float | None] = []
     for row in zip(*parts, strict=True):
-        *sums, n_raw = (float(v) for v in row)
+        numbers = [_number(v) for v in row]
+        if any(x is None for x in numbers):
+            values.append(None)
+            accs.append(None)
+            continue
+        *noisy, n_raw = (x for x in numbers if x is not None)
         n = max(n_raw, 1.0)
         if out.op == "mean":
-            values.append(enc.mean(sums[0] / n))
+            value = enc.mean(noisy[0] / n)
         else:
-            values.append(enc.variance(sums[0] / n, sums[1] / n))
-        accs.append(derived_accuracy(out, [*sums, n], noise))
+            value = enc.variance(noisy[0] / n, noisy[1] / n)
+        values.append(_finite(value))
+        accs.append(derived_accuracy(out, [*noisy, n], noise))
     return values, accs
 
 

@@ -7,7 +7,9 @@ filter, derived columns, an optional group-by and a list of aggregates, plus the
 * the scientist builds specs with a fluent API (:func:`col`, :func:`count`, :class:`Query`, …);
 * the node parses untrusted JSON with :meth:`QuerySpec.from_dict` and checks it against the
   dataset schema with :func:`validate`, which resolves every type, bound, candidate list and
-  group key so the DP layer compiles a fully-known query.
+  group key so the DP layer compiles a fully-known query. Literals and group keys are parsed
+  strictly into their column's type (and keys must then be unique); an aggregate's bounds must
+  be finite, within ``±MAX_BOUND`` and at least ``MIN_WIDTH`` apart.
 
 >>> q = Query("patients").filter(col("age") >= 50).group_by("sex")
 >>> q = q.agg(count(), mean("cvd", bounds=(0, 1)))
@@ -17,6 +19,8 @@ filter, derived columns, an optional group-by and a list of aggregates, plus the
 
 from rds_kernel.spec._expr import (
     AGGREGATE_OPS,
+    MAX_BOUND,
+    MIN_WIDTH,
     Aggregate,
     Expr,
     bin_labels,
@@ -41,6 +45,8 @@ from rds_kernel.spec._wire import QuerySpec
 
 __all__ = [
     "AGGREGATE_OPS",
+    "MAX_BOUND",
+    "MIN_WIDTH",
     "Aggregate",
     "ColumnInfo",
     "Expr",

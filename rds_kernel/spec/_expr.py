@@ -23,6 +23,25 @@ MAX_GROUPS = 10_000
 MAX_EPSILON = 1_000.0
 MAX_STRING = 256
 DEFAULT_QUANTILE_CANDIDATES = 101
+# The numeric bounds an aggregate may use (given, from the schema, or derived), and its quantile
+# candidates and null fill: finite, |x| <= MAX_BOUND, and hi - lo >= MIN_WIDTH. Validation refuses
+# the rest, so the DP layer cannot fail after the mechanism has run on private data:
+# * MAX_BOUND = 1e15 < 2**53: integer bounds are exact as floats, and every product of two
+#   bounds (interval arithmetic, the variance's squares, (width/2)**2 <= 1e30) is finite. The
+#   fixed-point step 2**-p of dp.encode is then at most 2**20 for a sum or mean and 2**35 for a
+#   variance, so decoding i64 noisy sums (|s| < 2**63) gives at most 2**83 (~1e25), and a
+#   variance's (mean u)**2 * step**2 at most 2**196 (~1e59): far from overflow. Unlimited, a
+#   mean over [0, 1e308] at epsilon < 1 had an infinite noise scale (its answer could not be
+#   stored as JSON after the release ran), and a variance over [0, 1e200] overflowed squaring
+#   half its width while decoding.
+# * MIN_WIDTH = 1e-9: the finest step of a mean's encoding is 2**-30 (about 9.3e-10), so
+#   narrower bounds cannot be told apart; and a sum scales values by 2**p with p about
+#   log2(2**30 / max|bound|), which breaks down near max|bound| = 1e-299 (the ratio overflows:
+#   bounds=[0, 1e-300] encoded every value as 0 and failed to prepare with a 500). With the
+#   minimum width, max|bound| >= 5e-10 and p <= 60.
+MAX_BOUND = 1e15
+MIN_WIDTH = 1e-9
+MAX_INT = 2**63 - 1  # int columns are i64
 
 AGGREGATE_OPS = ("count", "sum", "mean", "variance", "quantile")
 COMPARISONS = {"eq": "==", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}

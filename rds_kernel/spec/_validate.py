@@ -1,9 +1,19 @@
-"""Validation of a parsed spec against a dataset schema; resolves types, bounds and keys."""
+"""Validation of a parsed spec against a dataset schema; resolves types, bounds and keys.
+
+Literals compared with a column (comparisons, ``is_in``, ``between``, ``fill_null``) and group
+keys are parsed strictly into values of the column's type (:meth:`ColumnInfo.value_of`): whole
+numbers for int columns, one zero for floats, dates written ``YYYY-MM-DD`` only. A key list
+whose typed values repeat is refused: OpenDP noises a present group once, so two copies of one
+present key would come back equal and reveal that the key is in the data. Every bound an
+aggregate uses is finite, within ``±MAX_BOUND`` and at least ``MIN_WIDTH`` wide, so nothing in
+the DP layer can overflow after the mechanism has run on private data.
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import date
 from typing import Any
@@ -14,8 +24,11 @@ from rds_kernel.spec._expr import (
     COMPARISONS,
     DEFAULT_QUANTILE_CANDIDATES,
     LOGICAL,
+    MAX_BOUND,
     MAX_GROUPS,
+    MAX_INT,
     MAX_VALUES,
+    MIN_WIDTH,
     Aggregate,
     Literal_,
     _bad,
@@ -39,6 +52,17 @@ class ColumnInfo:
     def is_numeric(self) -> bool:
         return self.type in ("int", "float", "bool")
 
+    def value_of(self, value: Literal_, where: str = "literal") -> Any:
+        """``value`` as a value of this type, parsed strictly; raises :class:`SpecError`.
+
+        ``None`` stays ``None``. Int: a whole number in i64 (``30.0`` is ``30``; no bools).
+        Float: any number, with ``-0.0`` read as ``0.0``. Bool: ``true``/``false`` only. Date:
+        a :class:`~datetime.date` from text written exactly ``YYYY-MM-DD``. Category: one of
+        the categories. String: any text. Two literals that are one value of the column give
+        equal results, so checks on typed values see what the data layer will see.
+        """
+        return _typed(value, self, where)
+
     @classmethod
     def of(cls, column: Column) -> ColumnInfo:
         return cls(
@@ -51,7 +75,13 @@ class ColumnInfo:
 
 @dataclass(frozen=True)
 class ResolvedAggregate:
-    """An aggregate with everything resolved: numeric bounds, candidates, null fill."""
+    """An aggregate with everything resolved: numeric bounds, candidates, null fill.
+
+    ``bounds`` are the clamp range of a sum, mean or variance, or the range a quantile's
+    default candidates span (``None`` for a count, or a quantile with given candidates). They,
+    the candidates and the fill are finite and within ``±MAX_BOUND``; bounds are at least
+    ``MIN_WIDTH`` wide.
+    """
 
     op: str
     alias: str
@@ -69,6 +99,8 @@ class ValidatedQuery:
 
     ``columns`` maps every column visible to the aggregates (schema + derived) to its info;
     ``keys`` maps each group-by column to its public key list, or is ``None`` for unknown keys.
+    Keys are typed values of their column (see :meth:`ColumnInfo.value_of`: ``int``,
+    ``float``, ``bool``, ``str``, :class:`~datetime.date` or ``None``), unique per column.
     """
 
     spec: QuerySpec
@@ -99,28 +131,97 @@ def _lit_info(value: Literal_) -> ColumnInfo:
     return ColumnInfo("string")
 
 
-def _fits(value: Literal_, info: ColumnInfo, where: str) -> None:
-    """Check a literal can be compared with a column of ``info``'s type."""
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def _typed(value: Literal_, info: ColumnInfo, where: str) -> Any:
+    """See :meth:`ColumnInfo.value_of`."""
     if value is None:
-        return
+        return None
     t = info.type
-    ok = (
-        (t in ("int", "float") and isinstance(value, int | float) and not isinstance(value, bool))
-        or (t == "bool" and isinstance(value, bool))
-        or (t in ("category", "string") and isinstance(value, str))
+    if isinstance(value, bool):
+        if t == "bool":
+            return value
+        if t in ("int", "float"):
+            raise _bad(f"{where}: {value!r} is a bool, not a number; a {t} column needs numbers")
+    elif isinstance(value, int | float):
+        if t == "int":
+            if isinstance(value, float) and not value.is_integer():
+                raise _bad(
+                    f"{where}: {value!r} is not a whole number, so it is not a value of an int "
+                    f"column; use a whole number such as {math.floor(value)} or {math.ceil(value)}"
+                )
+            number = int(value)
+            if not -MAX_INT - 1 <= number <= MAX_INT:
+                raise _bad(f"{where}: {value!r} does not fit in a 64-bit int column")
+            return number
+        if t == "float":
+            return float(value) + 0.0  # -0.0 + 0.0 is 0.0: a float column has one zero
+    elif isinstance(value, str):
+        if t == "category":
+            if info.keys is not None and value not in info.keys:
+                raise _bad(
+                    f"{where}: {value!r} is not a category of this column; "
+                    f"the categories are {list(info.keys)}"
+                )
+            return value
+        if t == "string":
+            return value
+        if t == "date":
+            # date.fromisoformat alone also reads "19500304" and "1950-W10-6"
+            if _ISO_DATE.fullmatch(value):
+                try:
+                    return date.fromisoformat(value)
+                except ValueError:
+                    pass
+            raise _bad(
+                f"{where}: {value!r} is not a date written YYYY-MM-DD; write dates in exactly "
+                "that form, e.g. '2020-01-31'"
+            )
+    raise _bad(f"{where}: {value!r} cannot be compared with a {t} column")
+
+
+def _typed_keys(
+    column: str, raw: Sequence[Literal_], info: ColumnInfo, where: str
+) -> tuple[Any, ...]:
+    """The typed keys of ``column``; refused if two of them are one value of its type."""
+    typed = tuple(_typed(v, info, where) for v in raw)
+    seen: dict[Any, Literal_] = {}
+    for value, key in zip(raw, typed, strict=True):
+        if key in seen:
+            raise _bad(
+                f"{where}: {seen[key]!r} and {value!r} are the same {info.type} key; give "
+                "each key once (a repeated key would reveal whether it is in the data)",
+                column=column,
+            )
+        seen[key] = value
+    return typed
+
+
+def _num(x: float) -> str:
+    return repr(float(x))  # every digit: 1e15 and 1e15 + 1 must not read the same
+
+
+def _check_bounds(lo: float, hi: float, where: str, source: str, fix: str) -> None:
+    """Refuse bounds outside what the DP layer computes with exactly (see ``MAX_BOUND``)."""
+    if (
+        math.isfinite(lo)
+        and math.isfinite(hi)
+        and lo >= -MAX_BOUND
+        and hi <= MAX_BOUND
+        and hi - lo >= MIN_WIDTH
+    ):
+        return
+    raise _bad(
+        f"{where}: the bounds {source} are ({_num(lo)}, {_num(hi)}); bounds must be finite, "
+        f"within ±{MAX_BOUND:g} and at least {MIN_WIDTH:g} apart: {fix}"
     )
-    if t == "date" and isinstance(value, str):
-        try:
-            date.fromisoformat(value)
-            ok = True
-        except ValueError:
-            ok = False
-    if not ok:
-        raise _bad(f"{where}: {value!r} cannot be compared with a {t} column")
-    if t == "category" and info.keys is not None and value not in info.keys:
+
+
+def _check_value(value: float, where: str, what: str) -> None:
+    if not (math.isfinite(value) and -MAX_BOUND <= value <= MAX_BOUND):
         raise _bad(
-            f"{where}: {value!r} is not a category of this column; "
-            f"the categories are {list(info.keys)}"
+            f"{where}: {what} {_num(value)} is beyond ±{MAX_BOUND:g}; give a value within it"
         )
 
 
@@ -171,7 +272,7 @@ def expr_info(
             (right, left, node["args"][0]),
         ):
             if "lit" in other_node and mine.type != "null":
-                _fits(other_node["lit"], mine, where)
+                _typed(other_node["lit"], mine, where)
         if "lit" not in node["args"][0] and "lit" not in node["args"][1]:
             numeric = left.is_numeric and right.is_numeric
             if not numeric and left.type != right.type:
@@ -187,7 +288,7 @@ def expr_info(
     if op in ("is_in", "between"):
         params = node["values"] if op == "is_in" else [node["low"], node["high"]]
         for v in params:
-            _fits(v, args[0], f"{where}: {op}")
+            _typed(v, args[0], f"{where}: {op}")
         return ColumnInfo("bool", nullable=nullable)
     if op in ARITHMETIC or op in ("neg", "abs"):
         for a in args:
@@ -205,7 +306,8 @@ def expr_info(
                 if op == "neg"
                 else ((0.0 if lo <= 0 <= hi else min(abs(lo), abs(hi))), max(abs(lo), abs(hi)))
             )
-        if bounds is not None and not floaty:
+        if bounds is not None and not floaty and all(math.isfinite(b) for b in bounds):
+            # (bounds that overflowed stay floats; an aggregate over them is refused)
             bounds = (int(bounds[0]), int(bounds[1]))
         return ColumnInfo("float" if floaty else "int", bounds, nullable)
     if op == "clip":
@@ -223,18 +325,13 @@ def expr_info(
             raise _bad(f"{where}: bin needs a number column, got a {args[0].type}")
         return ColumnInfo("category", nullable=nullable, keys=tuple(bin_labels(node["edges"])))
     if op == "fill_null":
-        _fits(node["value"], args[0], f"{where}: fill_null")
+        _typed(node["value"], args[0], f"{where}: fill_null")
         return replace(args[0], nullable=False)
     raise _bad(f"{where}: unknown operation {op!r}")  # pragma: no cover - parse rejects it
 
 
-def _candidates(
-    info: ColumnInfo,
-    bounds: tuple[float, float] | None,
-    where: str,
-) -> tuple[float, ...]:
-    if bounds is None:
-        raise _bad(f"{where}: give candidates=[...] (public values to choose from) or bounds")
+def _candidates(info: ColumnInfo, bounds: tuple[float, float]) -> tuple[float, ...]:
+    """Default quantile candidates: every integer of a short int range, else 101 even steps."""
     lo, hi = bounds
     if info.type in ("int", "bool") and hi - lo + 1 <= MAX_VALUES:
         return tuple(float(v) for v in range(math.ceil(lo), math.floor(hi) + 1))
@@ -242,7 +339,9 @@ def _candidates(
     return tuple(lo + i * step for i in range(DEFAULT_QUANTILE_CANDIDATES))
 
 
-def _resolve_agg(agg: Aggregate, columns: Mapping[str, ColumnInfo], i: int) -> ResolvedAggregate:
+def _resolve_agg(
+    agg: Aggregate, columns: Mapping[str, ColumnInfo], derived: Mapping[str, object]
+) -> ResolvedAggregate:
     where = f"aggregate {agg.alias!r}"
     info = expr_info({"col": agg.column}, columns, where) if agg.column is not None else None
     bounds: tuple[float, float] | None = None
@@ -253,12 +352,25 @@ def _resolve_agg(agg: Aggregate, columns: Mapping[str, ColumnInfo], i: int) -> R
                 f"{where}: {agg.op} needs a number column; {agg.column!r} is a "
                 f"{info.type}. Count per group instead (group_by + rds.count())"
             )
+        example = f"rds.{agg.op}({agg.column!r}, bounds=(0, 100))"
+        if agg.op == "quantile":
+            example = f"rds.quantile({agg.column!r}, {agg.alpha}, candidates=[...])"
         if agg.bounds is not None:
             bounds = (float(agg.bounds[0]), float(agg.bounds[1]))
+            source, fix = "given", f"give bounds=(lo, hi) in that range, e.g. {example}"
         elif info.bounds is not None:
             bounds = (float(info.bounds[0]), float(info.bounds[1]))
+            if agg.column in derived:
+                source = f"of {agg.column!r}, derived by interval arithmetic,"
+                fix = (
+                    f"give bounds=(lo, hi), e.g. {example}, or clip the inputs of "
+                    f"{agg.column!r} first, e.g. rds.col('x').clip(lo, hi)"
+                )
+            else:
+                source = f"of {agg.column!r} from the schema"
+                fix = f"give bounds=(lo, hi) that its values fit in, e.g. {example}"
         elif info.type == "bool":
-            bounds = (0.0, 1.0)
+            bounds, source, fix = (0.0, 1.0), "", ""
         elif agg.op != "quantile" or candidates is None:
             raise _bad(
                 f"{where}: {agg.column!r} has no public bounds; pass them, e.g. "
@@ -271,8 +383,16 @@ def _resolve_agg(agg: Aggregate, columns: Mapping[str, ColumnInfo], i: int) -> R
                 f"with fill_null=..., or filter with rds.col({agg.column!r}).is_not_null()"
                 " and fill_null"
             )
-        if agg.op == "quantile" and candidates is None:
-            candidates = _candidates(info, bounds, where)
+        if agg.fill_null is not None:
+            _check_value(agg.fill_null, where, "fill_null")
+        if agg.op == "quantile" and candidates is not None:
+            for c in candidates:
+                _check_value(c, where, "the candidate")
+            bounds = None  # given candidates are the whole output range; no bounds are used
+        elif bounds is not None:
+            _check_bounds(bounds[0], bounds[1], where, source, fix)
+            if agg.op == "quantile":
+                candidates = _candidates(info, bounds)
     return ResolvedAggregate(
         op=agg.op,
         alias=agg.alias,
@@ -295,7 +415,7 @@ def validate(spec: QuerySpec, schema: Schema) -> ValidatedQuery:
     columns: dict[str, ColumnInfo] = {c.name: ColumnInfo.of(c) for c in schema.columns}
     # Derived columns come first, so the filter may use them (the DP layer compiles in
     # this order: with_columns, then filter, then group-by/aggregates).
-    derived = []
+    derived: list[tuple[str, dict[str, Any], ColumnInfo]] = []
     for name, node in spec.with_columns:
         if name in columns:
             raise _bad(f"derived column {name!r} already exists; choose another name")
@@ -325,11 +445,10 @@ def validate(spec: QuerySpec, schema: Schema) -> ValidatedQuery:
             keys = {}
             for g in group_by:
                 if g in given:
-                    for v in given[g]:
-                        _fits(v, columns[g], f"group key of {g!r}")
-                    keys[g] = tuple(given[g])
+                    keys[g] = _typed_keys(g, given[g], columns[g], f"group key of {g!r}")
                 elif columns[g].keys is not None:
-                    keys[g] = tuple(columns[g].keys or ())
+                    public = columns[g].keys or ()
+                    keys[g] = _typed_keys(g, public, columns[g], f"public key of {g!r}")
                 else:
                     raise _bad(
                         f"{g!r} has no public keys: give them (keys={{{g!r}: [...]}}), "
@@ -340,7 +459,8 @@ def validate(spec: QuerySpec, schema: Schema) -> ValidatedQuery:
             if total > MAX_GROUPS:
                 raise _bad(f"the group-by has {total} key combinations; the limit is {MAX_GROUPS}")
 
-    aggregates = tuple(_resolve_agg(a, columns, i) for i, a in enumerate(spec.aggregates))
+    derived_names = {name: info for name, _node, info in derived}
+    aggregates = tuple(_resolve_agg(a, columns, derived_names) for a in spec.aggregates)
     aliases = [a.alias for a in aggregates]
     clash = {a for a in aliases if aliases.count(a) > 1} | (set(aliases) & set(group_by))
     if clash:

@@ -17,6 +17,7 @@ from rds_kernel.spec._expr import (
     MAX_DERIVED,
     MAX_EPSILON,
     MAX_GROUP_BY,
+    MAX_INT,
     MAX_NODES,
     MAX_SPEC_BYTES,
     MAX_STRING,
@@ -103,6 +104,12 @@ _AGG_KEYS = {"op", "column", "bounds", "alpha", "candidates", "fill_null", "alia
 def _number(value: Any, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise _bad(f"{what} must be a number, got {type(value).__name__}")
+    if isinstance(value, int) and not -MAX_INT - 1 <= value <= MAX_INT:
+        # also keeps math.isfinite and float() from raising on huge JSON integers
+        raise _bad(
+            f"{what}: integers must fit in 64 bits (|x| < 2**63); write a larger number as a "
+            "float, e.g. 1e20"
+        )
     if not math.isfinite(value):
         raise _bad(f"{what} must be finite, got {value}")
     return value

@@ -242,3 +242,27 @@ def test_prepare_and_execute_use_the_validated_query_only() -> None:
     second = execute(p, frame(10))
     assert first.rows[0][0] == pytest.approx(1000, abs=20)
     assert second.rows[0][0] == pytest.approx(10, abs=20)
+
+
+def test_derived_columns_have_the_type_validation_inferred() -> None:
+    """A bool in arithmetic is an int and an int clipped to float bounds is a float, in the plan
+    as in validation: grouping on such a column used to prepare, then fail on the private data
+    (polars types ``bool + 1`` as "unknown" in a lazy plan), and float keys of a clipped int
+    column were cast to ints (0.5 and 0.7 both became 0)."""
+    query = (
+        Q.with_columns(sick=col("smoker") + 1, neg=-col("smoker"), c=col("age").clip(0.5, 10.5))
+        .group_by("sick", "neg", "c", keys={"sick": [1, 2], "neg": [0, -1], "c": [0.5, 10.5]})
+        .agg(count())
+    )
+    _, result = release(query, frame(10, smoker=[True] * 10), epsilon=BIG)
+    assert [r[:3] for r in result.rows] == [
+        [1, 0, 0.5],
+        [1, 0, 10.5],
+        [1, -1, 0.5],
+        [1, -1, 10.5],
+        [2, 0, 0.5],
+        [2, 0, 10.5],
+        [2, -1, 0.5],
+        [2, -1, 10.5],
+    ]
+    assert column(result, "count") == [0, 0, 0, 0, 0, 0, 0, 10]
