@@ -18,6 +18,7 @@ from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -86,11 +87,20 @@ class NewUser(BaseModel):
     delta: float = Field(0.0, ge=0, lt=1, allow_inf_nan=False)
 
 
-# ---------------------------------------------------------------- body size limit
+# ---------------------------------------------------------------- ASGI middleware
+
+# Every answer is per-user and may be an answer that cost privacy budget: no cache may keep it.
+_HEADERS = [(b"cache-control", b"no-store"), (b"x-content-type-options", b"nosniff")]
 
 
-class BodyLimit:
-    """Refuses request bodies above ``limit`` bytes, whether or not Content-Length is set."""
+class Hardening:
+    """Body size limit and response headers, as plain ASGI (no per-request task overhead).
+
+    The body is read in full (up to ``limit`` bytes, with or without Content-Length, chunked
+    too) before the app sees it, so an oversized body always gets the size-limit message and
+    never a half-parsed one. Every response carries ``Cache-Control: no-store`` and
+    ``X-Content-Type-Options: nosniff``.
+    """
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app, self.limit = app, limit
@@ -99,32 +109,43 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope.get("headers") or []).get(b"content-length")
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                names = {name.lower() for name, _ in message.get("headers", [])}
+                extra = [(k, v) for k, v in _HEADERS if k not in names]
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
+            await send(message)
+
         too_big = BadRequest(
             f"the request body is larger than the node's limit of "
             f"{self.limit} bytes; send a smaller query"
         )
+        declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await error_response(too_big)(scope, receive, send)
+            await error_response(too_big)(scope, receive, send_with_headers)
             return
-        seen = 0
-
-        async def counted() -> Message:
-            nonlocal seen
+        body = bytearray()
+        while True:
             message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.limit:
-                raise _TooLarge
-            return message
+            if message["type"] != "http.request":  # the client went away
+                return
+            body += message.get("body", b"")
+            if len(body) > self.limit:
+                await error_response(too_big)(scope, receive, send_with_headers)
+                return
+            if not message.get("more_body", False):
+                break
+        replayed = False
 
-        try:
-            await self.app(scope, counted, send)
-        except _TooLarge:
-            await error_response(too_big)(scope, receive, send)
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": bytes(body), "more_body": False}
+            return await receive()  # after the body: wait for the disconnect, as ASGI does
 
-
-class _TooLarge(Exception):
-    pass
+        await self.app(scope, replay, send_with_headers)
 
 
 # ---------------------------------------------------------------- the app
@@ -147,7 +168,7 @@ def create_app(
         yield
         svc.close()
 
-    app = FastAPI(
+    app = FastAPIOffline(
         title=f"rds owner node {svc.settings.name}",
         version=version("rds_kernel"),
         description="Differentially private queries on an owner's datasets (rds_kernel).",
@@ -155,7 +176,7 @@ def create_app(
         responses=ERROR_RESPONSES,
     )
     app.state.service = svc
-    app.add_middleware(BodyLimit, limit=svc.settings.max_request_bytes)
+    app.add_middleware(Hardening, limit=svc.settings.max_request_bytes)
     _install_error_handlers(app)
 
     bearer = HTTPBearer(auto_error=False, description="The API token from `rds user add`.")
@@ -306,7 +327,8 @@ def _install_error_handlers(app: FastAPI) -> None:
         if exc.status_code == 404:
             return error_response(NotFound("no such endpoint; see /docs for the API"))
         err = BadRequest(str(exc.detail))
-        return JSONResponse(err.envelope(), status_code=exc.status_code)
+        # keeps the exception's headers: a 405 must say what is Allowed
+        return JSONResponse(err.envelope(), status_code=exc.status_code, headers=exc.headers)
 
     async def crash(_r: Request, exc: Exception) -> Response:
         log.exception("unexpected error", exc_info=exc)

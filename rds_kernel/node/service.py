@@ -27,6 +27,7 @@ from rds_kernel.node.datasets import Dataset, DatasetRegistry
 from rds_kernel.node.records import BudgetLine, BudgetView, User
 from rds_kernel.node.settings import NodeSettings
 from rds_kernel.node.store import Store
+from rds_kernel.node.tables import json_safe
 from rds_kernel.spec import QuerySpec, validate
 from rds_kernel.spec._expr import SPEC_VERSION
 
@@ -144,14 +145,18 @@ class NodeService:
         eps, delta = prepared.cost
         # every scope, the dataset's global cap included, before anything touches the data
         self.store.precheck(user, ds.name, eps, delta)
-        answer: dict[str, Any] = {
-            "dataset": ds.name,
-            "spec": spec.to_dict(),
-            "cost": {"epsilon": eps, "delta": delta},
-            "summary": prepared.summary,
-        }
+        # what is known without the data must be storable before the data is touched
+        answer: dict[str, Any] = json_safe(
+            {
+                "dataset": ds.name,
+                "spec": spec.to_dict(),
+                "cost": {"epsilon": eps, "delta": delta},
+                "summary": prepared.summary,
+            },
+            "the query's summary",
+        )
         try:
-            answer["result"] = execute(prepared, ds.scan()).to_dict()
+            answer["result"] = json_safe(execute(prepared, ds.scan()).to_dict(), "the result")
         except Exception:
             # The mechanism ran on the private data, so whether it failed may depend on the
             # data: the failure is a release like any other and is charged (never a free bit).

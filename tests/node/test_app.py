@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -425,3 +427,84 @@ def test_the_owner_rotates_disables_and_enables_tokens(http: TestClient, node: T
     for action in ("user.rotate_token", "user.disable", "user.enable"):
         assert action in actions
     assert http.post("/v1/admin/users/nobody/rotate", headers=new_owner).status_code == 404
+
+
+def test_a_result_that_cannot_be_stored_is_charged_and_a_summary_is_checked_first(
+    http: TestClient, node: TestNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stored answer used to be checked for plain JSON only inside the charge, after the
+    mechanism had run (a preview summary with an infinite scale did that): a failure there
+    charged nothing. Now the parts known without the data are checked before it is touched,
+    and a result that cannot be stored is a charged failure."""
+
+    class Weird:
+        def to_dict(self) -> dict[str, Any]:
+            return {"rows": [[float("nan")]]}
+
+    monkeypatch.setattr(service_module, "execute", lambda *a: Weird())
+    r = release(http, node, "nan-result")
+    assert r.status_code == 500 and "was charged" in r.json()["error"]["message"]
+    assert spent(http, node) == pytest.approx(0.5)
+
+    ran: list[Any] = []
+    monkeypatch.setattr(service_module, "execute", lambda *a: ran.append(a))
+    real = service_module.NodeService._prepared_query
+
+    def infinite_summary(self: Any, raw: Any) -> Any:
+        spec_, ds, prepared = real(self, raw)
+        summary = [{**row, "scale": float("inf")} for row in prepared.summary]
+        return spec_, ds, dataclasses.replace(prepared, summary=summary)
+
+    monkeypatch.setattr(service_module.NodeService, "_prepared_query", infinite_summary)
+    r = release(http, node, "inf-summary")
+    assert r.status_code == 500 and "was charged" not in r.json()["error"]["message"]
+    assert ran == [] and spent(http, node) == pytest.approx(0.5)
+
+
+def test_every_response_says_no_store_and_nosniff(http: TestClient, node: TestNode) -> None:
+    """Answers are per-user and cost budget: no cache may keep them, errors included."""
+    for r in (
+        http.get("/healthz"),
+        http.get("/v1/budget", headers=auth(node, "alice")),
+        http.get("/v1/budget"),
+        http.get("/v1/nothing-here"),
+    ):
+        assert r.headers["cache-control"] == "no-store"
+        assert r.headers["x-content-type-options"] == "nosniff"
+
+
+def test_a_405_says_what_is_allowed(http: TestClient, node: TestNode) -> None:
+    r = http.delete("/v1/budget", headers=auth(node, "alice"))
+    assert r.status_code == 405
+    assert r.headers["allow"] == "GET"
+    assert set(r.json()) == {"error"}
+
+
+def test_an_oversized_chunked_body_gets_the_size_limit_message(
+    http: TestClient, node: TestNode
+) -> None:
+    """Without Content-Length the limit used to surface as a JSON parse error."""
+
+    def chunks() -> Iterator[bytes]:
+        yield b'{"request_id": "x", "spec": {"pad": "'
+        for _ in range(40):
+            yield b"x" * 10_000
+        yield b'"}}'
+
+    h = {**auth(node, "alice"), "Content-Type": "application/json"}
+    r = http.post("/v1/queries", content=chunks(), headers=h)
+    assert r.status_code == 400
+    assert "larger than the node's limit" in r.json()["error"]["message"]
+    assert spent(http, node) == 0
+
+
+def test_the_api_docs_work_offline(http: TestClient) -> None:
+    """/docs used to load Swagger UI from a CDN: an offline node showed a blank page."""
+    page = http.get("/docs")
+    assert page.status_code == 200
+    assert "cdn" not in page.text.lower()
+    scripts = re.findall(r'src="([^"]+\.js)"', page.text)
+    assert scripts and all(s.startswith("/") for s in scripts)
+    for src in scripts:
+        asset = http.get(src)
+        assert asset.status_code == 200 and len(asset.content) > 100_000
