@@ -43,6 +43,7 @@ from rds_kernel.errors import (
     RdsError,
     SchemaError,
     SpecError,
+    TooManyRequests,
 )
 from rds_kernel.spec import (
     Query,
@@ -77,6 +78,7 @@ __all__ = [
     "RemoteDataset",
     "SchemaError",
     "SpecError",
+    "TooManyRequests",
     "col",
     "connect",
     "count",

@@ -16,6 +16,7 @@ works the same in-process and over HTTP.
     ├── NotFound                the dataset, user or route does not exist
     ├── Conflict                a request_id reused with a different query, or a duplicate name
     ├── BudgetExceeded          the privacy loss would exceed a budget; nothing was charged
+    ├── TooManyRequests         too many of your requests are in flight on the node; retry later
     ├── NodeUnavailable         (client side) the node could not be reached or answered garbage
     └── InternalError           a bug on the node; the message never carries private values
 
@@ -38,6 +39,7 @@ __all__ = [
     "RdsError",
     "SchemaError",
     "SpecError",
+    "TooManyRequests",
     "error_class",
     "from_envelope",
 ]
@@ -118,6 +120,17 @@ class BudgetExceeded(RdsError):
     status = 403
 
 
+class TooManyRequests(RdsError):
+    """Raised when a user already has as many releases or previews in flight as the node allows.
+
+    ``detail["retry_after"]`` (and the ``Retry-After`` header) says how many seconds to wait.
+    Nothing ran and nothing was charged.
+    """
+
+    code = "too_many_requests"
+    status = 429
+
+
 class NodeUnavailable(RdsError):
     """Raised by the client when a node cannot be reached or does not answer in the protocol."""
 
@@ -143,6 +156,7 @@ _BY_CODE: dict[str, type[RdsError]] = {
         NotFound,
         Conflict,
         BudgetExceeded,
+        TooManyRequests,
         NodeUnavailable,
         InternalError,
     )

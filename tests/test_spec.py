@@ -225,6 +225,7 @@ def test_public_api_is_pinned() -> None:
             "expr_info",
             "lit",
             "MAX_BOUND",
+            "MAX_GROUPS",
             "MIN_WIDTH",
             "mean",
             "median",

@@ -28,9 +28,11 @@ DEFAULT_TIMEOUT: tuple[float, float] = (5.0, 60.0)
 """Seconds to connect, and to wait for an answer once connected."""
 
 RELEASE_RETRIES = 3
-"""Retries of a release after a lost connection, a timeout, or a 502/503/504 from a proxy."""
+"""Retries of a release after a lost connection, a timeout, a 502/503/504 from a proxy, or a
+429 (too many of your requests in flight on the node: retried after its ``Retry-After``)."""
 
-RETRY_STATUSES = frozenset({502, 503, 504})
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+MAX_RETRY_AFTER = 30.0  # seconds: a longer Retry-After is not waited for
 
 
 def path(*segments: str) -> str:
@@ -130,16 +132,18 @@ class Transport:
         The request (body included) is the same on every try, so a release keeps its
         ``request_id`` and the node charges it once however many tries reach it.
         """
-        failure: RdsError | None = None
+        failure: _Transient | None = None
         for attempt in range(1 + retries):
             if attempt:
-                self._sleep(self.retry_backoff * 2 ** (attempt - 1))
+                assert failure is not None
+                wait = self.retry_backoff * 2 ** (attempt - 1)
+                self._sleep(max(wait, min(failure.retry_after, MAX_RETRY_AFTER)))
             try:
                 return self._send(method, route, params, body)
             except _Transient as exc:
-                failure = exc.error
+                failure = exc
         assert failure is not None
-        raise failure
+        raise failure.error
 
     # ------------------------------------------------------------------ internals
 
@@ -189,7 +193,7 @@ class Transport:
             return response
         error = self._error(response, where)
         if response.status_code in RETRY_STATUSES:
-            raise _Transient(error)
+            raise _Transient(error, _retry_after(response))
         raise error
 
     def _error(self, response: requests.Response, where: str) -> RdsError:
@@ -216,9 +220,18 @@ class Transport:
             ) from None
 
 
-class _Transient(Exception):
-    """Carries an error worth retrying (lost connection, timeout, 502/503/504) to the loop."""
+def _retry_after(response: requests.Response) -> float:
+    """The seconds a ``Retry-After`` header asks for (0 if absent or not a number)."""
+    try:
+        return max(0.0, float(response.headers.get("Retry-After", 0)))
+    except ValueError:
+        return 0.0
 
-    def __init__(self, error: RdsError) -> None:
+
+class _Transient(Exception):
+    """Carries an error worth retrying (lost connection, timeout, 429, 502/503/504) to the loop."""
+
+    def __init__(self, error: RdsError, retry_after: float = 0.0) -> None:
         super().__init__(error.message)
         self.error = error
+        self.retry_after = retry_after

@@ -34,9 +34,9 @@ from rds_kernel.dp.compile import CompiledQuery, Output, compile_query
 from rds_kernel.dp.space import conform, input_space
 from rds_kernel.errors import InternalError, SpecError
 from rds_kernel.schema import Schema
-from rds_kernel.spec import ValidatedQuery
+from rds_kernel.spec import MAX_GROUPS, ValidatedQuery
 
-__all__ = ["PreparedQuery", "ReleaseResult", "execute", "prepare"]
+__all__ = ["PreparedQuery", "ReleaseResult", "execute", "prepare", "work"]
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,11 @@ class PreparedQuery:
     @property
     def threshold(self) -> int | None:
         return self.calibration.threshold
+
+    @property
+    def work(self) -> int:
+        """An estimate of the work of one release, from public facts only (see :func:`work`)."""
+        return work(self.compiled, self.query, self.schema)
 
 
 @dataclass(frozen=True)
@@ -136,6 +141,40 @@ def prepare(query: ValidatedQuery, schema: Schema) -> PreparedQuery:
         public_rows = schema.public_row_count
     summary = summarize(compiled, noise, calibration.threshold, public_rows)
     return PreparedQuery(query, schema, compiled, calibration, noise, summary)
+
+
+ROWS_PER_UNIT = 10_000
+CANDIDATES_PER_UNIT = 64
+
+
+def work(compiled: CompiledQuery, query: ValidatedQuery, schema: Schema) -> int:
+    """The work of a release in units of one noisy value drawn for one group (~0.1 ms here).
+
+    Measured with OpenDP 0.16 on 2 cores, the cost of a release is dominated by the noise drawn
+    per group and per noisy component (about 85-110 µs each); a quantile's candidates cost
+    about 1/64 of that each, and scanning rows about 1/10,000 per row and component. Only
+    public facts go in — the number of public keys, the schema's domains and
+    ``public_row_count`` — never the private data, whose size must not decide what is refused.
+    With unknown keys a group-by column without a public domain counts as
+    ``public_row_count`` groups, or ``MAX_GROUPS`` when that is not published.
+    """
+    components = len(compiled.components)
+    candidates = sum(len(a.candidates or ()) for a in query.aggregates if a.op == "quantile")
+    per_group = components + candidates // CANDIDATES_PER_UNIT
+    groups = 1
+    if compiled.keys is not None:
+        groups = compiled.keys.height
+    else:
+        for g in compiled.group_by:
+            info = query.columns[g]
+            size = len(info.keys) if info.keys is not None else None
+            if size is None and info.type == "bool":
+                size = 2
+            if size is None:
+                size = schema.public_row_count or MAX_GROUPS
+            groups *= size + int(info.nullable)
+    rows = schema.public_row_count or 0
+    return groups * per_group + rows * components // ROWS_PER_UNIT
 
 
 def execute(prepared: PreparedQuery, data: pl.LazyFrame) -> ReleaseResult:

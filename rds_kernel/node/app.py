@@ -7,6 +7,7 @@ Every error leaves as one envelope, ``{"error": {"code", "message", "detail"}}``
 # No `from __future__ import annotations`: FastAPI must see the real annotations of routes
 # defined inside create_app (they use local Annotated aliases).
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -20,6 +21,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -30,6 +32,7 @@ from rds_kernel.errors import (
     InternalError,
     NotFound,
     RdsError,
+    TooManyRequests,
 )
 from rds_kernel.node.jobs_api import jobs_router
 from rds_kernel.node.records import User
@@ -49,13 +52,17 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (404, "No such dataset, user or route"),
         (409, "request_id reused for another query, or name taken"),
         (422, "The query spec is invalid"),
+        (429, "Too many of your requests in flight; see Retry-After"),
     )
 }
 
 
 def error_response(err: RdsError) -> JSONResponse:
     """The one place where error bodies are built."""
-    return JSONResponse(err.envelope(), status_code=err.status)
+    headers = None
+    if isinstance(err, TooManyRequests):
+        headers = {"Retry-After": str(err.detail.get("retry_after", 1))}
+    return JSONResponse(err.envelope(), status_code=err.status, headers=headers)
 
 
 # ---------------------------------------------------------------- request bodies
@@ -89,6 +96,7 @@ class NewUser(BaseModel):
 
 # ---------------------------------------------------------------- ASGI middleware
 
+BODY_SECONDS = 10.0  # the longest wait for the next piece of a request body
 # Every answer is per-user and may be an answer that cost privacy budget: no cache may keep it.
 _HEADERS = [(b"cache-control", b"no-store"), (b"x-content-type-options", b"nosniff")]
 
@@ -98,8 +106,9 @@ class Hardening:
 
     The body is read in full (up to ``limit`` bytes, with or without Content-Length, chunked
     too) before the app sees it, so an oversized body always gets the size-limit message and
-    never a half-parsed one. Every response carries ``Cache-Control: no-store`` and
-    ``X-Content-Type-Options: nosniff``.
+    never a half-parsed one; a body that trickles in (a pause over ``BODY_SECONDS``) gets a
+    408. Every response carries ``Cache-Control: no-store`` and ``X-Content-Type-Options:
+    nosniff``.
     """
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
@@ -127,7 +136,16 @@ class Hardening:
             return
         body = bytearray()
         while True:
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), BODY_SECONDS)
+            except TimeoutError:
+                slow = BadRequest(
+                    f"the request body did not arrive within {BODY_SECONDS:g} s; send it at once"
+                )
+                await JSONResponse(slow.envelope(), status_code=408)(
+                    scope, receive, send_with_headers
+                )
+                return
             if message["type"] != "http.request":  # the client went away
                 return
             body += message.get("body", b"")
@@ -206,7 +224,8 @@ def create_app(
     Limit = Annotated[int, Query(ge=1, le=1000)]
 
     @app.get("/healthz", tags=["public"])
-    def healthz() -> dict[str, str]:
+    async def healthz() -> dict[str, str]:
+        # async: answered on the event loop, never queued behind any thread pool
         return {"status": "ok"}
 
     @app.get("/v1/node", tags=["datasets"])
@@ -230,17 +249,28 @@ def create_app(
             headers={"Content-Disposition": f'attachment; filename="{m.filename}"'},
         )
 
+    # DP work runs on the admission pool (its own threads, a limit per user); these routes are
+    # async so that waiting for it holds no thread of the server's own pool.
     @app.post("/v1/queries/preview", tags=["queries"])
-    def preview(spec: dict[str, Any], user: Who) -> dict[str, Any]:
-        return svc.preview(user, spec)
+    async def preview(spec: dict[str, Any], user: Who, request: Request) -> dict[str, Any]:
+        return await svc.admission.run(
+            user.name, lambda stop: svc.preview(user, spec, stop), request.is_disconnected
+        )
 
     @app.post("/v1/queries", tags=["queries"])
-    def release(body: ReleaseRequest, user: Who) -> dict[str, Any]:
+    async def release(body: ReleaseRequest, user: Who, request: Request) -> dict[str, Any]:
         try:
-            return svc.release(user, body.request_id, body.spec)
+            return await svc.admission.run(
+                user.name,
+                lambda stop: svc.release(user, body.request_id, body.spec, stop),
+                request.is_disconnected,
+            )
         except BudgetExceeded as exc:
-            svc.store.audit(
-                user.name, "release.refused", {"request_id": body.request_id, "reason": exc.message}
+            await run_in_threadpool(
+                svc.store.audit,
+                user.name,
+                "release.refused",
+                {"request_id": body.request_id, "reason": exc.message},
             )
             raise
 

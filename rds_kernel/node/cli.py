@@ -72,6 +72,7 @@ def cmd_node_serve(a: argparse.Namespace) -> int:
     from rds_kernel.node.app import create_app
     from rds_kernel.node.runtime import tune_allocator
     from rds_kernel.node.service import NodeService
+    from rds_kernel.node.serving import server_config
     from rds_kernel.node.settings import check_private_directory, load_settings
 
     tune_allocator()
@@ -84,7 +85,8 @@ def cmd_node_serve(a: argparse.Namespace) -> int:
         f"serving node {settings.name!r} with {len(service.datasets.names())} dataset(s) "
         f"on http://{host}:{port} (Ctrl-C stops it)"
     )
-    uvicorn.run(create_app(service=service), host=host, port=port, log_level=a.log_level)
+    app = create_app(service=service)
+    uvicorn.Server(server_config(app, host=host, port=port, log_level=a.log_level)).run()
     return 0
 
 

@@ -42,6 +42,7 @@ from rds_kernel.node.app import create_app
 from rds_kernel.node.demo_lab import Lab, course_source, has_display, start_lab
 from rds_kernel.node.runtime import tune_allocator
 from rds_kernel.node.service import NodeService
+from rds_kernel.node.serving import server_config
 from rds_kernel.node.settings import make_private_directory, write_settings
 
 __all__ = ["DemoNode", "bind_ports", "prepare_demo", "run_demo", "write_connections"]
@@ -175,7 +176,7 @@ def serving(
     servers: list[tuple[uvicorn.Server, threading.Thread]] = []
     try:
         for node, sock in zip(nodes, sockets, strict=True):
-            config = uvicorn.Config(
+            config = server_config(
                 create_app(node.directory), host=HOST, port=node.port, log_level="warning"
             )
             server = uvicorn.Server(config)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from importlib.metadata import version
 from typing import Any
@@ -21,9 +20,11 @@ from typing import Any
 import polars as pl
 
 from rds_kernel.dp import PreparedQuery, execute, prepare
-from rds_kernel.errors import BadRequest, Conflict, InternalError, PermissionDenied
+from rds_kernel.errors import BadRequest, Conflict, InternalError, PermissionDenied, SpecError
 from rds_kernel.mock import mock_to_csv_bytes
+from rds_kernel.node.admission import HEAVY_WORK, Abandoned, Admission
 from rds_kernel.node.datasets import Dataset, DatasetRegistry
+from rds_kernel.node.prepared import PreparedCache, weight
 from rds_kernel.node.records import BudgetLine, BudgetView, User
 from rds_kernel.node.settings import NodeSettings
 from rds_kernel.node.store import Store
@@ -35,7 +36,6 @@ __all__ = ["NodeService"]
 
 log = logging.getLogger("rds_kernel.node")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
-_PREPARED_CACHE_SIZE = 256
 
 
 @dataclass(frozen=True)
@@ -54,10 +54,15 @@ class NodeService:
         self.settings = settings
         self.store = store or Store(settings.resolved_database_url)
         self.datasets = DatasetRegistry(settings.directory)
-        self._prepared: OrderedDict[tuple[str, str, str], PreparedQuery] = OrderedDict()
-        self._lock = threading.Lock()
+        self._prepared: PreparedCache[tuple[str, str, str], PreparedQuery] = PreparedCache(
+            settings.prepared_cache_mb * 1024 * 1024
+        )
+        self.admission = Admission(
+            workers=settings.release_workers, per_user=settings.max_requests_per_user
+        )
 
     def close(self) -> None:
+        self.admission.close()
         self.store.close()
 
     # ------------------------------------------------------------------ public metadata
@@ -98,20 +103,27 @@ class NodeService:
         spec = QuerySpec.from_dict(raw_spec)
         ds = self.datasets.get(spec.dataset)
         key = (ds.name, ds.version, spec.hash())
-        with self._lock:
-            cached = self._prepared.get(key)
-            if cached is not None:
-                self._prepared.move_to_end(key)
-                return spec, ds, cached
-        prepared = prepare(validate(spec, ds.schema), ds.schema)
-        with self._lock:
-            self._prepared[key] = prepared
-            while len(self._prepared) > _PREPARED_CACHE_SIZE:
-                self._prepared.popitem(last=False)
+        prepared = self._prepared.get(key)
+        if prepared is None:
+            prepared = prepare(validate(spec, ds.schema), ds.schema)
+            self._prepared.put(key, prepared, weight(prepared, len(spec.to_json())))
+        if prepared.work > self.settings.max_query_work:
+            # decided from public facts only (keys, schema, public_row_count), never the data
+            seconds = prepared.work * 1e-4
+            raise SpecError(
+                f"this query is too big for the node: about {prepared.work:,} noisy values to "
+                f"draw (~{seconds:.0f} s of work), and the node allows "
+                f"{self.settings.max_query_work:,}. Ask for fewer groups or aggregates, split "
+                "it into smaller queries, or ask the owner to raise max_query_work",
+                {"work": prepared.work, "limit": self.settings.max_query_work},
+            )
         return spec, ds, prepared
 
-    def preview(self, user: User, raw_spec: Any) -> dict[str, Any]:
+    def preview(
+        self, user: User, raw_spec: Any, abandoned: threading.Event | None = None
+    ) -> dict[str, Any]:
         """Exact cost and accuracy of a query. Runs nothing on the data, spends nothing."""
+        _stop_if(abandoned)
         spec, ds, prepared = self._prepared_query(raw_spec)
         eps, delta = prepared.cost
         return {
@@ -122,10 +134,18 @@ class NodeService:
             "budget": self.store.budget_of(user).to_dict(),
         }
 
-    def release(self, user: User, request_id: Any, raw_spec: Any) -> dict[str, Any]:
+    def release(
+        self,
+        user: User,
+        request_id: Any,
+        raw_spec: Any,
+        abandoned: threading.Event | None = None,
+    ) -> dict[str, Any]:
         """Run a query on the private data, charge its exact cost, and return the answer.
 
         A retry with the same ``request_id`` returns the stored answer and charges nothing.
+        ``abandoned`` (set when the client went away) stops the release before the mechanism
+        runs, never after: a release that ran is charged.
         """
         if not isinstance(request_id, str) or not _REQUEST_ID.fullmatch(request_id):
             raise BadRequest(
@@ -155,8 +175,13 @@ class NodeService:
             },
             "the query's summary",
         )
+        _stop_if(abandoned)
+
+        def run() -> Any:
+            return json_safe(execute(prepared, ds.scan()).to_dict(), "the result")
+
         try:
-            answer["result"] = json_safe(execute(prepared, ds.scan()).to_dict(), "the result")
+            answer["result"] = self.admission.heavy(run) if prepared.work >= HEAVY_WORK else run()
         except Exception:
             # The mechanism ran on the private data, so whether it failed may depend on the
             # data: the failure is a release like any other and is charged (never a free bit).
@@ -289,3 +314,8 @@ class NodeService:
             delta = current.delta_total if current is not None else 0.0
         self.store.set_dataset_cap(dataset, epsilon, delta, actor=actor)
         return self.store.dataset_caps()[dataset]
+
+
+def _stop_if(abandoned: threading.Event | None) -> None:
+    if abandoned is not None and abandoned.is_set():
+        raise Abandoned("the client went away before the query ran; nothing ran or was charged")

@@ -77,6 +77,38 @@ SETTINGS: tuple[Setting, ...] = (
         "Largest request body the node reads; larger requests get HTTP 400.",
         _positive,
     ),
+    # Admission of DP work (rds_kernel.node.admission).
+    Setting(
+        "release_workers",
+        int,
+        4,  # more than max_requests_per_user: one scientist never holds every thread
+        "Releases and previews computed at the same time, on threads of their own: /healthz, "
+        "metadata and budget reads never wait for them.",
+        _positive,
+    ),
+    Setting(
+        "max_requests_per_user",
+        int,
+        1,
+        "Releases and previews one user may have in flight (waiting or running); one more "
+        "gets HTTP 429 with Retry-After.",
+        _positive,
+    ),
+    Setting(
+        "max_query_work",
+        int,
+        30_000,
+        "Largest work estimate of one query, in noisy values drawn (groups x noisy aggregates, "
+        "about 0.1 ms each); a larger query is refused before anything runs.",
+        _positive,
+    ),
+    Setting(
+        "prepared_cache_mb",
+        int,
+        64,
+        "Memory kept for prepared (calibrated) queries, in MiB; the least recently used go first.",
+        _positive,
+    ),
     # Code jobs (rds_kernel.node.jobs); documented in docs_snippets/jobs.md.
     Setting(
         "sandbox",
@@ -130,6 +162,10 @@ class NodeSettings:
     database_url: str
     mock_rows: int
     max_request_bytes: int
+    release_workers: int
+    max_requests_per_user: int
+    max_query_work: int
+    prepared_cache_mb: int
     sandbox: str
     sandbox_uid: int
     job_cpu_seconds: int

@@ -20,6 +20,7 @@ filter, derived columns, an optional group-by and a list of aggregates, plus the
 from rds_kernel.spec._expr import (
     AGGREGATE_OPS,
     MAX_BOUND,
+    MAX_GROUPS,
     MIN_WIDTH,
     Aggregate,
     Expr,
@@ -46,6 +47,7 @@ from rds_kernel.spec._wire import QuerySpec
 __all__ = [
     "AGGREGATE_OPS",
     "MAX_BOUND",
+    "MAX_GROUPS",
     "MIN_WIDTH",
     "Aggregate",
     "ColumnInfo",

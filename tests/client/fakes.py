@@ -110,6 +110,7 @@ class Reply:
     status: int = 200
     body: Any = None
     content: bytes | None = None
+    headers: dict[str, str] | None = None
 
 
 Answer = Reply | Exception
@@ -162,6 +163,7 @@ class FakeNode(BaseAdapter):
         else:
             response._content = json.dumps(answer.body).encode()
             response.headers = CaseInsensitiveDict({"Content-Type": "application/json"})
+        response.headers.update(answer.headers or {})
         response.encoding = "utf-8"
         response.url = request.url or ""
         response.request = request

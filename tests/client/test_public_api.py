@@ -49,6 +49,7 @@ def test_all_is_pinned() -> None:
         "RemoteDataset",
         "SchemaError",
         "SpecError",
+        "TooManyRequests",
         "col",
         "connect",
         "count",

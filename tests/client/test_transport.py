@@ -131,6 +131,26 @@ def test_release_gives_up_after_three_retries_and_names_the_request_id(
     assert {b["request_id"] for b in fake.bodies("POST", "/v1/queries")} == {"my-id-1"}
 
 
+def test_a_429_release_is_retried_after_retry_after(
+    node: rds.Node, fake: FakeNode, sleeps: list[float]
+) -> None:
+    """Too many of your requests in flight: the node ran nothing, so the release is tried
+    again (same request_id) after the node's Retry-After; a preview gets the error."""
+    busy = errors.TooManyRequests("2 in flight", {"retry_after": 3})
+    fake.on(
+        "POST",
+        "/v1/queries",
+        Reply(429, busy.envelope(), headers={"Retry-After": "3"}),
+        Reply(200, release_answer("placeholder")),
+    )
+    node.dataset("patients").release(_spec())
+    assert sleeps == [3.0]
+    assert len({b["request_id"] for b in fake.bodies("POST", "/v1/queries")}) == 1
+    fake.on("POST", "/v1/queries/preview", Reply(429, busy.envelope()))
+    with pytest.raises(rds.TooManyRequests):
+        node.dataset("patients").preview(_spec())
+
+
 def test_release_does_not_retry_a_node_error(node: rds.Node, fake: FakeNode) -> None:
     """Only transient failures are retried; an envelope (even a 500) is the node's answer."""
     fake.on("POST", "/v1/queries", Reply(500, errors.InternalError("bug").envelope()))

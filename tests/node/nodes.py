@@ -15,6 +15,7 @@ import uvicorn
 
 from rds_kernel.demo.patients import write_demo_dataset
 from rds_kernel.node.service import NodeService
+from rds_kernel.node.serving import server_config
 from rds_kernel.node.settings import write_settings
 
 ROWS = 3_000
@@ -40,10 +41,11 @@ def build_node(
     *,
     alice_epsilon: float = 2.0,
     bob_epsilon: float = 1.0,
+    **settings_values: Any,
 ) -> TestNode:
     directory.mkdir(parents=True, exist_ok=True)
     extra = {"database_url": database_url} if database_url else {}
-    settings = write_settings(directory, name="test_node", **extra)
+    settings = write_settings(directory, name="test_node", **extra, **settings_values)
     service = NodeService(settings)
     service.store.create_all()
     data, schema = write_demo_dataset(directory / "source", "hospital_a", n=ROWS)
@@ -63,7 +65,7 @@ def serve(app: Any) -> Iterator[str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = int(s.getsockname()[1])
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    server = uvicorn.Server(server_config(app, host="127.0.0.1", port=port, log_level="error"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:

@@ -28,7 +28,8 @@ CLIENTS = 64
 @pytest.fixture
 def node(tmp_path: Path, database_url: str) -> Iterator[TestNode]:
     # 10 × 0.125 = 1.25 exactly (the ledger adds exactly; ten float 0.1s exceed 1.0 by 6e-17)
-    n = build_node(tmp_path / "node", database_url, bob_epsilon=1.25)
+    # one scientist, 64 requests at once: lift the per-user limit to test the ledger alone
+    n = build_node(tmp_path / "node", database_url, bob_epsilon=1.25, max_requests_per_user=64)
     yield n
     n.service.close()
 
