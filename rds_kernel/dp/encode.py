@@ -109,12 +109,14 @@ def encode(
     lo, hi = float(bounds[0]), float(bounds[1])
     fill_value = lo if fill is None else float(fill)
     width = hi - lo
-    # the largest |u| the encoding may produce, per unit of 2**p
-    span = {"sum": max(abs(lo), abs(hi)), "mean": width / 2 + 1, "variance": width / 2 + 1}[purpose]
+    # the largest |u| the encoding may produce is span * 2**p, plus 1 for rounding
+    span = {"sum": max(abs(lo), abs(hi)), "mean": width / 2, "variance": width / 2}[purpose]
     limit = _LIMIT // MAX_LENGTH
     if purpose == "variance":
         limit = math.isqrt(limit)
-    p = _largest_p(span, limit)
+    # (The rounding allowance once was "+ 1" on the span, in the data's units: bounds 1e-5
+    # apart then got 2**-14 steps, every value encoded to 0, and a variance read 0.)
+    p = _largest_p(span, limit - 1)
     integer = dtype in ("int", "bool") and _integral(lo, hi, fill_value) and p >= 0
 
     if integer:

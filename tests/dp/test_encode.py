@@ -106,3 +106,22 @@ def test_largest_power_of_two_is_the_floor_of_the_log() -> None:
         p = _largest_p(span, 2**30)
         assert span * 2.0**p <= 2**30 < span * 2.0 ** (p + 1)
         assert p == math.floor(math.log2(2**30 / span))
+
+
+@pytest.mark.parametrize("purpose", ["mean", "variance"])
+@pytest.mark.parametrize("width", [1e-9, 1e-5, 1e-3])
+def test_narrow_bounds_keep_their_resolution(purpose: str, width: float) -> None:
+    """The rounding allowance was added to the span in the data's units: a variance over
+    bounds 1e-5 apart got steps of 2**-14, every value encoded to 0, and it always read 0."""
+    lo, hi = 3.0, 3.0 + width
+    enc = encode(pl.col("x"), "float", (lo, hi), None, purpose)  # type: ignore[arg-type]
+    assert enc.bounds[1] - enc.bounds[0] >= 2**14  # at least 16k steps across the bounds
+    assert enc.resolution <= width / 2**14
+    data = [lo, hi, lo, hi]
+    u = exact(enc.value, data, pl.Float64())
+    mean = sum(data) / 4
+    assert enc.mean(sum(u) / 4) == pytest.approx(mean, abs=2 * enc.resolution)
+    if purpose == "variance":
+        assert enc.square is not None
+        sq = exact(enc.square, data, pl.Float64())
+        assert enc.variance(sum(u) / 4, sum(sq) / 4) == pytest.approx((width / 2) ** 2, rel=1e-3)
