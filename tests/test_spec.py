@@ -321,3 +321,12 @@ def test_integers_beyond_64_bits_are_refused_by_the_parser() -> None:
         QuerySpec.from_dict(raw)
     with pytest.raises(SpecError, match="64 bits"):
         QuerySpec.from_dict(mutate(epsilon=10**400))
+
+
+@pytest.mark.parametrize("epsilon", [5e-324, 1e-320, 1e-9])
+def test_an_epsilon_too_small_to_mean_anything_is_refused_clearly(epsilon: float) -> None:
+    """ε = 5e-324 reached OpenDP, whose refusal ('(1).inf_mul(inf) is not finite') said
+    nothing the scientist could act on."""
+    raw = {"dataset": "p", "aggregates": [{"op": "count"}], "epsilon": epsilon}
+    with pytest.raises(SpecError, match="is below 1e-06: the answer would be only noise"):
+        QuerySpec.from_dict(raw)

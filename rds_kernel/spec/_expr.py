@@ -21,6 +21,7 @@ MAX_VALUES = 1_000
 MAX_GROUP_BY = 4
 MAX_GROUPS = 10_000
 MAX_EPSILON = 1_000.0
+MIN_EPSILON = 1e-6  # a count's noise scale is then 1e6; far smaller scales overflow in OpenDP
 MAX_STRING = 256
 DEFAULT_QUANTILE_CANDIDATES = 101
 # The numeric bounds an aggregate may use (given, from the schema, or derived), and its quantile

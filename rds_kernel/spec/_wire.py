@@ -16,6 +16,7 @@ from rds_kernel.spec._expr import (
     MAX_DEPTH,
     MAX_DERIVED,
     MAX_EPSILON,
+    MIN_EPSILON,
     MAX_GROUP_BY,
     MAX_INT,
     MAX_NODES,
@@ -137,6 +138,11 @@ def _parse_spec(raw: Any) -> QuerySpec:
     epsilon = _number(raw["epsilon"], "epsilon")
     if epsilon <= 0:
         raise _bad(f"epsilon must be greater than 0, got {epsilon}")
+    if epsilon < MIN_EPSILON:
+        raise _bad(
+            f"epsilon {epsilon:g} is below {MIN_EPSILON:g}: the answer would be only noise "
+            "(and OpenDP cannot represent its scale); typical values are 0.1–1"
+        )
     if epsilon > MAX_EPSILON:
         raise _bad(
             f"epsilon {epsilon} is above {MAX_EPSILON:g}, which protects nothing; "
