@@ -96,6 +96,14 @@ class NewUser(BaseModel):
 
 # ---------------------------------------------------------------- ASGI middleware
 
+
+def _crash() -> InternalError:
+    return InternalError(
+        "the node hit an internal error; retrying with the same request_id is safe (it is "
+        "never charged twice). The owner can find details in the node's log"
+    )
+
+
 BODY_SECONDS = 10.0  # the longest wait for the next piece of a request body
 # Every answer is per-user and may be an answer that cost privacy budget: no cache may keep it.
 _HEADERS = [(b"cache-control", b"no-store"), (b"x-content-type-options", b"nosniff")]
@@ -155,6 +163,12 @@ class Hardening:
             if not message.get("more_body", False):
                 break
         replayed = False
+        started = False
+
+        async def send_tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send_with_headers(message)
 
         async def replay() -> Message:
             nonlocal replayed
@@ -163,7 +177,15 @@ class Hardening:
                 return {"type": "http.request", "body": bytes(body), "more_body": False}
             return await receive()  # after the body: wait for the disconnect, as ASGI does
 
-        await self.app(scope, replay, send_with_headers)
+        try:
+            await self.app(scope, replay, send_tracked)
+        except Exception as exc:
+            # Answered here, not re-raised: Starlette's outermost handler would answer and then
+            # re-raise, and uvicorn then drops the connection (the client's keep-alive with it).
+            log.exception("unexpected error", exc_info=exc)
+            if started:
+                return
+            await error_response(_crash())(scope, receive, send_with_headers)
 
 
 # ---------------------------------------------------------------- the app
@@ -360,20 +382,10 @@ def _install_error_handlers(app: FastAPI) -> None:
         # keeps the exception's headers: a 405 must say what is Allowed
         return JSONResponse(err.envelope(), status_code=exc.status_code, headers=exc.headers)
 
-    async def crash(_r: Request, exc: Exception) -> Response:
-        log.exception("unexpected error", exc_info=exc)
-        return error_response(
-            InternalError(
-                "the node hit an internal error; retrying with the same request_id is safe (it "
-                "is never charged twice). The owner can find details in the node's log"
-            )
-        )
-
     handlers: list[tuple[type[Exception], Handler]] = [
         (RdsError, rds_error),
         (RequestValidationError, invalid),
         (StarletteHTTPException, http_error),
-        (Exception, crash),
     ]
     for exc_class, handler in handlers:
         app.add_exception_handler(exc_class, handler)

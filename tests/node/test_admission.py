@@ -269,3 +269,28 @@ def test_slow_headers_and_slow_bodies_are_cut_off(
             answer = sock.recv(65536)
         assert answer.startswith(b"HTTP/1.1 408"), answer[:80]
         assert requests.get(url + "/healthz", timeout=5).status_code == 200
+
+
+def test_a_500_keeps_the_clients_connection(
+    node: TestNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Starlette answered a crash and then re-raised it, and uvicorn then dropped the
+    connection: every 500 reset the client's keep-alive. Now it is answered once, cleanly."""
+
+    def boom() -> Any:
+        raise RuntimeError("private value 4242")
+
+    monkeypatch.setattr(node.service, "list_datasets", boom)
+    with serve(create_app(service=node.service)) as url:
+        session = requests.Session()
+        session.headers["Authorization"] = f"Bearer {node.tokens['alice']}"
+        ports = []
+        for path in ("/v1/datasets", "/v1/budget", "/v1/datasets", "/v1/budget"):
+            r = session.get(url + path, timeout=5, stream=True)
+            ports.append(r.raw._connection.sock.getsockname()[1])
+            r.content  # noqa: B018 - read the body so the connection goes back to the pool
+            assert r.status_code == (500 if path == "/v1/datasets" else 200)
+            if r.status_code == 500:
+                assert r.json()["error"]["code"] == "internal_error"
+                assert "4242" not in r.text
+        assert len(set(ports)) == 1, "the connection was dropped after a 500"
