@@ -21,14 +21,12 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, Field
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rds_kernel.errors import (
     AuthenticationError,
     BadRequest,
-    BudgetExceeded,
     InternalError,
     NotFound,
     RdsError,
@@ -222,23 +220,26 @@ def create_app(
     bearer = HTTPBearer(auto_error=False, description="The API token from `rds user add`.")
 
     def current_user(
+        request: Request,
         creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     ) -> User:
+        user = None if creds is None else svc.store.authenticate(creds.credentials)
+        if user is not None:
+            return user
+        client = request.client.host if request.client else "unknown"
+        svc.auth_failed(client, request.url.path, "no token" if creds is None else "bad token")
         if creds is None:
             raise AuthenticationError(
                 "this endpoint needs a token: send 'Authorization: Bearer <token>' "
                 "(rds.connect(url, token=...) does it for you)"
             )
-        user = svc.store.authenticate(creds.credentials)
-        if user is None:
-            raise AuthenticationError(
-                "the token is not valid on this node (unknown, rotated or disabled); "
-                "ask the owner for a new one"
-            )
-        return user
+        raise AuthenticationError(
+            "the token is not valid on this node (unknown, rotated or disabled); "
+            "ask the owner for a new one"
+        )
 
-    def owner(user: Annotated[User, Depends(current_user)]) -> User:
-        svc.require_owner(user)
+    def owner(request: Request, user: Annotated[User, Depends(current_user)]) -> User:
+        svc.require_owner(user, f"{request.method} {request.url.path}")
         return user
 
     Who = Annotated[User, Depends(current_user)]
@@ -281,20 +282,11 @@ def create_app(
 
     @app.post("/v1/queries", tags=["queries"])
     async def release(body: ReleaseRequest, user: Who, request: Request) -> dict[str, Any]:
-        try:
-            return await svc.admission.run(
-                user.name,
-                lambda stop: svc.release(user, body.request_id, body.spec, stop),
-                request.is_disconnected,
-            )
-        except BudgetExceeded as exc:
-            await run_in_threadpool(
-                svc.store.audit,
-                user.name,
-                "release.refused",
-                {"request_id": body.request_id, "reason": exc.message},
-            )
-            raise
+        return await svc.admission.run(
+            user.name,
+            lambda stop: svc.release(user, body.request_id, body.spec, stop),
+            request.is_disconnected,
+        )
 
     @app.get("/v1/budget", tags=["budget"])
     def budget(user: Who) -> dict[str, Any]:

@@ -20,12 +20,20 @@ from typing import Any
 import polars as pl
 
 from rds_kernel.dp import PreparedQuery, execute, prepare
-from rds_kernel.errors import BadRequest, Conflict, InternalError, PermissionDenied, SpecError
+from rds_kernel.errors import (
+    BadRequest,
+    Conflict,
+    InternalError,
+    PermissionDenied,
+    RdsError,
+    SpecError,
+)
 from rds_kernel.mock import mock_to_csv_bytes
 from rds_kernel.node.admission import HEAVY_WORK, Abandoned, Admission
 from rds_kernel.node.datasets import Dataset, DatasetRegistry
 from rds_kernel.node.prepared import PreparedCache, weight
 from rds_kernel.node.records import BudgetLine, BudgetView, User
+from rds_kernel.node.refusals import AuthFailures, asked
 from rds_kernel.node.settings import NodeSettings
 from rds_kernel.node.store import Store
 from rds_kernel.node.tables import json_safe
@@ -59,6 +67,9 @@ class NodeService:
         )
         self.admission = Admission(
             workers=settings.release_workers, per_user=settings.max_requests_per_user
+        )
+        self._auth_failures = AuthFailures(
+            lambda detail: self.store.audit("anonymous", "auth.failed", detail)
         )
 
     def close(self) -> None:
@@ -145,8 +156,32 @@ class NodeService:
 
         A retry with the same ``request_id`` returns the stored answer and charges nothing.
         ``abandoned`` (set when the client went away) stops the release before the mechanism
-        runs, never after: a release that ran is charged.
+        runs, never after: a release that ran is charged. A refusal is audited, with what was
+        asked.
         """
+        try:
+            return self._release(user, request_id, raw_spec, abandoned)
+        except RdsError as exc:
+            if not isinstance(exc, Abandoned):
+                self.refused(user.name, "release.refused", asked(raw_spec, request_id), exc)
+            raise
+
+    def refused(self, actor: str, action: str, what: dict[str, Any], error: RdsError) -> None:
+        """Audit a refusal once, whatever the entry point: who, what was asked, and why not."""
+        detail = {**what, "code": error.code, "reason": error.message[:500]}
+        self.store.audit(actor, action, detail)
+
+    def auth_failed(self, client: str, path: str, reason: str) -> None:
+        """Audit a failed authentication (coalesced per client, see ``refusals.AuthFailures``)."""
+        self._auth_failures.record(client, path, reason)
+
+    def _release(
+        self,
+        user: User,
+        request_id: Any,
+        raw_spec: Any,
+        abandoned: threading.Event | None,
+    ) -> dict[str, Any]:
         if not isinstance(request_id, str) or not _REQUEST_ID.fullmatch(request_id):
             raise BadRequest(
                 "request_id must be 1-128 letters, digits or '_.:-'; the client picks a fresh "
@@ -257,13 +292,15 @@ class NodeService:
 
     # ------------------------------------------------------------------ owner administration
 
-    @staticmethod
-    def require_owner(user: User) -> None:
+    def require_owner(self, user: User, what: str = "") -> None:
+        """Refuse (and audit) anyone but the owner; ``what`` names the request, for the log."""
         if user.role != "owner":
-            raise PermissionDenied(
+            error = PermissionDenied(
                 "only the data owner may do this; scientists can read /v1/budget and "
                 "/v1/releases for their own account"
             )
+            self.refused(user.name, "admin.refused", {"request": what[:200]}, error)
+            raise error
 
     def add_user(
         self,

@@ -508,3 +508,58 @@ def test_the_api_docs_work_offline(http: TestClient) -> None:
     for src in scripts:
         asset = http.get(src)
         assert asset.status_code == 200 and len(asset.content) > 100_000
+
+
+def test_every_refusal_is_audited_once_with_what_was_asked(
+    http: TestClient, node: TestNode
+) -> None:
+    """Invalid specs (422), refused releases, scientists on admin routes (403) and bad tokens
+    (401) were not audited, and a refused release recorded neither the dataset nor the ε."""
+    bad = {**spec(), "filter": {"col": "ssn"}}
+    assert (
+        http.post(
+            "/v1/queries", json={"request_id": "bad", "spec": bad}, headers=auth(node, "alice")
+        ).status_code
+        == 422
+    )
+    assert release(http, node, "big", who="bob", epsilon=5.0).status_code == 403
+    assert http.get("/v1/admin/users", headers=auth(node, "bob")).status_code == 403
+    for _ in range(3):
+        r = http.get("/v1/budget", headers={"Authorization": "Bearer rds_wrong"})
+        assert r.status_code == 401
+    entries = http.get("/v1/admin/audit", headers=auth(node, "owner")).json()["audit"]
+    refused = [e for e in entries if e["action"].endswith((".refused", ".failed"))]
+    by_action = {}
+    for e in refused:
+        by_action.setdefault(e["action"], []).append(e)
+    [invalid, budget] = sorted(by_action["release.refused"], key=lambda e: e["actor"])
+    assert invalid["actor"] == "alice" and invalid["detail"]["code"] == "invalid_query"
+    assert invalid["detail"]["dataset"] == "patients" and invalid["detail"]["epsilon"] == 0.5
+    assert invalid["detail"]["request_id"] == "bad" and "ssn" in invalid["detail"]["reason"]
+    assert budget["actor"] == "bob" and budget["detail"]["code"] == "budget_exceeded"
+    assert budget["detail"]["epsilon"] == 5.0 and budget["detail"]["dataset"] == "patients"
+    [admin] = by_action["admin.refused"]
+    assert admin["actor"] == "bob" and admin["detail"]["request"] == "GET /v1/admin/users"
+    [auth_failure] = by_action["auth.failed"]  # three failures, one row: coalesced per client
+    assert auth_failure["detail"]["path"] == "/v1/budget"
+    assert auth_failure["detail"]["reason"] == "bad token"
+    assert "rds_wrong" not in json.dumps(entries)
+
+
+def test_authentication_failures_are_coalesced_per_client_and_window() -> None:
+    """A flood of bad tokens writes one audit row per client and minute, with the count."""
+    from rds_kernel.node.refusals import AuthFailures
+
+    rows: list[dict[str, Any]] = []
+    now = [0.0]
+    failures = AuthFailures(rows.append, window=60.0, clock=lambda: now[0])
+    for _ in range(1000):
+        failures.record("10.0.0.1", "/v1/budget", "bad token")
+    failures.record("10.0.0.2", "/v1/budget", "no token")
+    now[0] = 61.0
+    failures.record("10.0.0.1", "/v1/node", "bad token")
+    assert [(r["client"], r["count"]) for r in rows] == [
+        ("10.0.0.1", 1),
+        ("10.0.0.2", 1),
+        ("10.0.0.1", 1000),
+    ]
