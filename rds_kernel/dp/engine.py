@@ -296,6 +296,7 @@ def _json_value(v: Any) -> Any:
     return v
 
 
+_WRAPPED = re.compile(r'\w+\(ErrString\("(.*)"\)\)', re.S)
 _NOT_SUPPORTED = re.compile(r"is not recognized at this time|not currently supported|unsupported")
 
 
@@ -307,6 +308,10 @@ def _spec_error(exc: OpenDPException) -> SpecError:
     """
     message = (exc.message or exc.variant or "").strip()
     message = message.split(" If you would like to see this supported")[0]
+    # polars errors come wrapped in Rust's debug form: ComputeError(ErrString("..."))
+    wrapped = _WRAPPED.fullmatch(message)
+    if wrapped:
+        message = wrapped.group(1).replace('\\"', '"')
     if "threshold must be greater than 1" in message:
         return SpecError(
             "grouping with unknown keys needs a larger delta, e.g. delta=1e-6",
@@ -323,4 +328,8 @@ def _spec_error(exc: OpenDPException) -> SpecError:
             "Rewrite it with the supported operations (see the query spec reference)",
             {"opendp": message},
         )
-    return SpecError(f"OpenDP cannot make this query private: {message}", {"opendp": message})
+    return SpecError(
+        f"OpenDP cannot make this query private: {message}. Simplify the part of the query "
+        "this names (derived columns and filters are the usual place)",
+        {"opendp": message},
+    )

@@ -19,7 +19,18 @@ from rds_kernel.dp._opendp import OpenDPException
 from rds_kernel.dp.engine import _spec_error
 from rds_kernel.errors import InternalError, SpecError
 from rds_kernel.schema import Schema
-from rds_kernel.spec import Query, col, count, mean, median, quantile, sum, validate, variance
+from rds_kernel.spec import (
+    Query,
+    col,
+    count,
+    lit,
+    mean,
+    median,
+    quantile,
+    sum,
+    validate,
+    variance,
+)
 from tests.dp.queries import SCHEMA, column, frame, prepared, release
 
 Q = Query("patients")
@@ -266,3 +277,16 @@ def test_derived_columns_have_the_type_validation_inferred() -> None:
         [2, -1, 10.5],
     ]
     assert column(result, "count") == [0, 0, 0, 0, 0, 0, 0, 10]
+
+
+def test_opendp_refusals_do_not_quote_rust_internals() -> None:
+    """abs() of a literal reached the scientist as 'ComputeError(ErrString("could not extract
+    number from any-value ..."))': the message now carries OpenDP's words without the wrapper,
+    and says where to look."""
+    schema = Schema.from_dict({"name": "p", "columns": {"age": {"type": "int", "bounds": [0, 9]}}})
+    query = Query("p").with_columns(d=abs(lit(-1))).agg(count())
+    with pytest.raises(SpecError) as refused:
+        prepare(validate(query.spec(epsilon=1.0), schema), schema)
+    message = refused.value.message
+    assert "ErrString" not in message and "Error(" not in message
+    assert "could not extract number" in message and "derived columns" in message
