@@ -5,7 +5,10 @@ Two kinds (DESIGN §2):
 * a **DP job** (give ``epsilon``, ``bounds`` and ``partitions``): the node runs the function on
   ``partitions`` disjoint random parts of the private rows, clamps each output to ``bounds``,
   averages and adds noise; the answer comes back without anyone's approval, and its exact cost
-  is charged to your budget once;
+  is charged to your budget once (reserved when the job starts). The parts run one at a time on
+  a fixed timetable, each for at most ``run_seconds`` (default 1 s), so a job lasts about
+  ``partitions * (run_seconds + 0.4)`` seconds plus the node's start-up, shows no progress while
+  it runs, and ends at the end of its timetable;
 * a **reviewed job** (give a ``message`` for the owner): it runs on the mock data at once (you
   see that output), then on the private data once the owner approved the code, and its output
   reaches you once the owner approved it too.
@@ -16,6 +19,7 @@ Two kinds (DESIGN §2):
         return float(df["bmi"].mean())
 
     job = rds.submit(mean_bmi, dataset=patients, epsilon=0.5, bounds=(15, 50), partitions=50)
+    job                 # its status and, while it runs, when it will finish
     job.run_on_mock()   # the same thing, locally on the mock data; spends nothing
     job.result()        # waits; a float (or a list for a list of outputs)
 
@@ -27,6 +31,7 @@ node's owner can read it.
 
 from __future__ import annotations
 
+import datetime as dt
 import sys
 import time
 import uuid
@@ -55,7 +60,11 @@ FINAL = ("done", "released", "denied", "failed")
 
 
 def _dp_params(
-    epsilon: float, bounds: Bounds | None, partitions: int | None, default: Any
+    epsilon: float,
+    bounds: Bounds | None,
+    partitions: int | None,
+    default: Any,
+    run_seconds: float | None = None,
 ) -> dict[str, Any]:
     from rds_kernel.dp.aggregate import SampleAggregate
 
@@ -74,7 +83,33 @@ def _dp_params(
     }
     if default is not None:
         params["default"] = list(default) if isinstance(default, list | tuple) else [default]
+    if run_seconds is not None:
+        params["run_seconds"] = run_seconds
     return SampleAggregate.from_dict(params).to_dict()
+
+
+def expected_seconds(params: dict[str, Any]) -> float | None:
+    """How long a DP job with these parameters lasts: the node's timetable, else an estimate.
+
+    A submitted job has the node's own timetable (``params["timetable"]``); before that the
+    estimate assumes the default start-up (a node's owner may give jobs more).
+    """
+    plan = params.get("timetable")
+    if isinstance(plan, dict) and isinstance(plan.get("seconds"), int | float):
+        return float(plan["seconds"])
+    if "partitions" not in params:
+        return None
+    from rds_kernel.dp.aggregate import SampleAggregate, timetable
+
+    return timetable(SampleAggregate.from_dict(params)).seconds
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 class JobDraft:
@@ -94,7 +129,38 @@ class JobDraft:
         return self.function(*args, **kwargs)
 
     def __repr__(self) -> str:
-        return f"<JobDraft {self.entry} ({self.kind}) on {self.dataset.name!r}>"
+        return f"<JobDraft {self.entry} ({self.kind}) on {self.dataset.name!r}{self._lasts()}>"
+
+    def _repr_html_(self) -> str:
+        import html
+
+        return f"<p>{html.escape(self.preview)}</p>"
+
+    def _lasts(self) -> str:
+        seconds = self.expected_seconds
+        return "" if seconds is None else f": lasts about {_duration(seconds)}"
+
+    @property
+    def expected_seconds(self) -> float | None:
+        """A DP job's duration on the node (its timetable, with the default start-up)."""
+        return expected_seconds(self.params) if self.kind == "dp" else None
+
+    @property
+    def preview(self) -> str:
+        """What sending it would do: the cost, and for a DP job how long it would take."""
+        if self.kind != "dp":
+            return (
+                f"reviewed job {self.entry} on {self.dataset.name!r}: runs on the mock data at "
+                "once; on the private data once the owner approved the code, and its output "
+                "reaches you once the owner approved it too"
+            )
+        p = self.params
+        return (
+            f"DP job {self.entry} on {self.dataset.name!r}: ε={p['epsilon']:g}, "
+            f"{p['partitions']} partitions run one at a time, each for at most "
+            f"{p['run_seconds']:g} s; lasts about {_duration(self.expected_seconds or 0)} "
+            "whatever the function does (no progress is shown while it runs)"
+        )
 
     def run_on_mock(self) -> Any:
         """Run it here, on the dataset's mock data, as the node would (DP noise included)."""
@@ -111,7 +177,11 @@ def _kind(settings: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         raise BadRequest("give epsilon (a DP job) or message (a reviewed job), not both")
     if epsilon is not None:
         return "dp", _dp_params(
-            epsilon, settings.get("bounds"), settings.get("partitions"), settings.get("default")
+            epsilon,
+            settings.get("bounds"),
+            settings.get("partitions"),
+            settings.get("default"),
+            settings.get("run_seconds"),
         )
     if not isinstance(message, str) or not message.strip():
         raise BadRequest(
@@ -129,10 +199,12 @@ def job(
     partitions: int | None = None,
     default: Any = None,
     message: str | None = None,
+    run_seconds: float | None = None,
 ) -> Callable[[Callable[..., Any]], JobDraft]:
     """Decorator: ``@rds.job(dataset=patients, epsilon=0.5, bounds=(0, 1), partitions=50)``.
 
-    The decorated name is a :class:`JobDraft`; ``.run_on_mock()`` tries it, ``.submit()`` sends it.
+    The decorated name is a :class:`JobDraft`; ``.run_on_mock()`` tries it, ``.submit()`` sends
+    it, and showing it says how long it would take.
     """
 
     def wrap(function: Callable[..., Any]) -> JobDraft:
@@ -144,6 +216,7 @@ def job(
             partitions=partitions,
             default=default,
             message=message,
+            run_seconds=run_seconds,
         )
 
     return wrap
@@ -160,16 +233,20 @@ def submit(
     message: str | None = None,
     entry: str | None = None,
     request_id: str | None = None,
+    run_seconds: float | None = None,
 ) -> Job:
     """Send ``function`` (``def f(df) -> float | list[float]``, or its source text) to a node.
 
     With ``epsilon``, ``bounds`` (``(lower, upper)``, or one pair per number returned) and
     ``partitions`` (k) it is a DP job; ``default`` (the midpoint of the bounds unless given)
-    stands in for a partition whose run fails. With ``message`` it is a reviewed job. A lost
-    connection is retried with the same ``request_id``, so the node stores (and charges) it once.
+    stands in for a partition whose run fails or takes longer than ``run_seconds`` (default 1;
+    at most the node's ``job_wall_seconds``). The partitions run one at a time on a fixed
+    timetable: the job lasts about ``k * (run_seconds + 0.4)`` s plus the node's start-up,
+    whatever the function does. With ``message`` it is a reviewed job. A lost connection is
+    retried with the same ``request_id``, so the node stores (and charges) it once.
     """
     settings: dict[str, Any] = {"epsilon": epsilon, "bounds": bounds, "partitions": partitions}
-    settings.update(default=default, message=message)
+    settings.update(default=default, message=message, run_seconds=run_seconds)
     if isinstance(function, str):
         draft = JobDraft.__new__(JobDraft)
         draft.function, draft.dataset, draft.settings = _not_callable, dataset, settings
@@ -214,7 +291,7 @@ def _send(draft: JobDraft, request_id: str | None) -> Job:
 
 
 class Job:
-    """A job on a node: its status and progress, asked afresh each time, and its result."""
+    """A job on a node: its status (and, while a DP job runs, when it will finish), its result."""
 
     def __init__(
         self,
@@ -231,28 +308,52 @@ class Job:
         self._dataset = dataset
 
     def __repr__(self) -> str:
-        done, total = self._progress(self._raw)
         return (
             f"<Job {self.id} ({self._raw.get('kind')}) on {self.node.name}/"
-            f"{self._raw.get('dataset')}: {self._raw.get('status')}, {done}/{total}>"
+            f"{self._raw.get('dataset')}: {self._raw.get('status')}, {self._where(self._raw)}>"
         )
 
     def _repr_html_(self) -> str:
         import html
 
-        done, total = self._progress(self._raw)
-        bar = f'<progress value="{done}" max="{max(total, 1)}"></progress> {done}/{total}'
-        cells = [self.id, self._raw.get("kind"), self._raw.get("dataset"), self.status_text]
+        raw = self._raw
+        progress = self._progress(raw)
+        if progress is not None:
+            done, total = progress
+            cell = f'<progress value="{done}" max="{max(total, 1)}"></progress> {done}/{total}'
+        else:
+            cell = html.escape(self._where(raw))
+        cells = [self.id, raw.get("kind"), raw.get("dataset"), self.status_text]
         row = "".join(f"<td>{html.escape(str(c))}</td>" for c in cells)
         return (
             "<table><tr><th>job</th><th>kind</th><th>dataset</th><th>status</th>"
-            f"<th>progress</th></tr><tr>{row}<td>{bar}</td></tr></table>"
+            f"<th>progress</th></tr><tr>{row}<td>{cell}</td></tr></table>"
         )
 
     @staticmethod
-    def _progress(raw: dict[str, Any]) -> tuple[int, int]:
-        progress = raw.get("progress") or {}
+    def _progress(raw: dict[str, Any]) -> tuple[int, int] | None:
+        progress = raw.get("progress")
+        if not isinstance(progress, dict):
+            return None
         return int(progress.get("done", 0)), int(progress.get("total", 0))
+
+    @staticmethod
+    def _where(raw: dict[str, Any]) -> str:
+        """Progress (a reviewed job), or what a DP job's timetable says (it has no progress)."""
+        progress = Job._progress(raw)
+        if progress is not None:
+            return f"{progress[0]}/{progress[1]}"
+        finishes = raw.get("finishes_at")
+        if isinstance(finishes, str):
+            try:
+                local = dt.datetime.fromisoformat(finishes).astimezone()
+            except ValueError:
+                return f"finishes at {finishes}"
+            return f"finishes at about {local:%H:%M:%S}"
+        seconds = expected_seconds(raw.get("params") or {})
+        if seconds is None or raw.get("status") in FINAL:
+            return "no progress shown"
+        return f"lasts about {_duration(seconds)} once it starts"
 
     @property
     def status_text(self) -> str:
@@ -269,9 +370,19 @@ class Job:
         return str(self.refresh().get("status"))
 
     @property
-    def progress(self) -> tuple[int, int]:
-        """(runs done, runs in all): partitions for a DP job."""
+    def progress(self) -> tuple[int, int] | None:
+        """(runs done, runs in all) of a reviewed job; None for a DP job, which shows none.
+
+        A DP job's runs follow a fixed timetable and the job ends at its end: see
+        :attr:`finishes_at` (showing progress would let the runs' durations out).
+        """
         return self._progress(self.refresh())
+
+    @property
+    def finishes_at(self) -> dt.datetime | None:
+        """When a running DP job will finish (the end of its timetable), else None."""
+        raw = self.refresh().get("finishes_at")
+        return dt.datetime.fromisoformat(raw) if isinstance(raw, str) else None
 
     @property
     def mock(self) -> dict[str, Any] | None:
@@ -287,15 +398,17 @@ class Job:
         A DP job gives a float (or a list of floats); ``refresh()["result"]`` has its cost and
         accuracy. A reviewed job gives a pandas DataFrame, bytes or the JSON value it returned.
         Raises the job's error if it failed, ``PermissionDenied`` if the owner denied it, and
-        ``NodeUnavailable`` if ``timeout`` seconds pass first.
+        ``NodeUnavailable`` if ``timeout`` seconds pass first. ``progress=True`` prints the
+        status (and a DP job's expected finish) while waiting.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             raw = self.refresh()
             if progress:
-                done, total = self._progress(raw)
                 print(
-                    f"\rjob {self.id}: {raw.get('status')} {done}/{total}", end="", file=sys.stderr
+                    f"\rjob {self.id}: {raw.get('status')}, {self._where(raw)}",
+                    end="",
+                    file=sys.stderr,
                 )
             if raw.get("status") in FINAL:
                 if progress:

@@ -49,6 +49,9 @@ def cmd_jobs_list(a: argparse.Namespace) -> int:
             print(json.dumps(job.owner()))
             continue
         done = f"{job.progress_done}/{job.progress_total}"
+        if job.kind == "dp":  # no progress: its runs follow a timetable (see `rds jobs show`)
+            seconds = (job.params.get("timetable") or {}).get("seconds")
+            done = f"{seconds:.0f} s" if isinstance(seconds, int | float) else "-"
         print(
             f"{job.id}  {job.created_at:%Y-%m-%d %H:%M}  {job.user:<12} {job.kind:<8} "
             f"{job.status:<15} {done:>9}  {job.dataset}  {job.message[:60]!r}"
@@ -70,6 +73,8 @@ def cmd_jobs_show(a: argparse.Namespace) -> int:
         print(f"\nmessage:\n  {job['message']}")
     if job["params"]:
         print(f"\nparameters: {json.dumps(job['params'])}")
+    if job["kind"] == "dp" and job.get("finishes_at"):
+        print(f"runs on its timetable until {job['finishes_at']}")
     print(f"\nsource (entry {job['entry']!r}):\n{job['source'].rstrip()}")
     if job["mock"] is not None:
         print(f"\nmock run: {_brief(job['mock'].get('output')) or job['mock'].get('error')}")

@@ -5,18 +5,22 @@ and never compiles or runs it: only the sandbox does (``rds_kernel.sandbox``).
 
 **DP job** (``kind="dp"``): ``queued`` → ``running`` → ``done`` | ``failed``. Sample-and-
 aggregate (``rds_kernel.dp.aggregate``): the private rows go to ``k`` disjoint random
-partitions, the function runs on each in the sandbox, failures and timeouts become the declared
-default, outputs are clamped, averaged and noised by OpenDP; the exact cost
-(``measurement.map``) is charged through ``Store.charge`` under the job's ``request_id``
-before the answer is stored, so a job is charged once, however often it is fetched or retried.
+partitions, the function runs on each in the sandbox — one partition at a time, on a timetable
+fixed before any data is read — failures and timeouts become the declared default, outputs are
+clamped, averaged and noised by OpenDP. The exact cost (``measurement.map``) is reserved through
+``Store.charge`` under the job's ``request_id`` before anything reads the data, and the answer
+replaces the reservation's placeholder at the end (``jobs_dp``), so a job is charged once,
+however often it is fetched or retried, and a failure after the data was read is charged too.
 Nothing a run prints, raises or returns reaches the scientist except through that release —
-not even how many runs failed (that count depends on the data); the owner sees it all.
+not even how many runs failed, nor how long they took: while it runs the scientist sees no
+progress, and the job ends when its timetable does. The owner sees it all.
 
 **Reviewed job** (``kind="reviewed"``): ``submitted`` → ``mock_running`` → ``pending_review``
 (the mock output, computed on public mock data, is shown to the scientist) → the owner approves
 the code → ``approved`` → ``running`` (private data, in the sandbox) → ``output_review`` (the
-automatic output checks run) → the owner approves the output → ``released``; the owner may deny
-at either review (``denied``: nothing is released). Every step is in the audit log.
+automatic output checks run; a run that failed is a failing check) → the owner approves the
+output → ``released``; the owner may deny at either review (``denied``: nothing is released).
+Every step is in the audit log.
 """
 
 from __future__ import annotations
@@ -30,12 +34,13 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
-from rds_kernel.dp.aggregate import SampleAggregate, prepare_aggregate
-from rds_kernel.errors import BadRequest, BudgetExceeded, InternalError, PermissionDenied
+from rds_kernel.dp.aggregate import SampleAggregate, prepare_aggregate, timetable
+from rds_kernel.errors import BadRequest, Conflict, InternalError, PermissionDenied
 from rds_kernel.node.jobs_budget import BudgetRequests
-from rds_kernel.node.jobs_steps import FAILED, Sessions, Steps
+from rds_kernel.node.jobs_dp import FAILED, job_timetable
+from rds_kernel.node.jobs_steps import Sessions, Steps
 from rds_kernel.node.jobs_store import Job, JobStore, NewJob
-from rds_kernel.node.records import BudgetLine, User
+from rds_kernel.node.records import User
 from rds_kernel.node.service import NodeService
 from rds_kernel.node.tables import utcnow
 from rds_kernel.sandbox import check_available
@@ -94,7 +99,7 @@ class JobService:
         if user.role != "scientist":
             raise PermissionDenied("only scientists submit jobs; use a scientist's token")
         request_id = body.get("request_id")
-        if not isinstance(request_id, str) or not _REQUEST_ID.match(request_id):
+        if not isinstance(request_id, str) or not _REQUEST_ID.fullmatch(request_id):
             raise BadRequest(
                 "request_id must be 1-128 letters, digits or '_.:-'; the client picks a fresh "
                 "one per job and reuses it only to retry"
@@ -104,7 +109,7 @@ class JobService:
             # a retry gets its stored job back even if the budget or the sandbox changed since
             check_available(self.sandbox)
             if new.kind == "dp":
-                self._precheck(user, new.dataset, new.params["cost"]["epsilon"])
+                self._precheck(user, request_id, new)
         job, created = self.store.create(user, request_id, new)
         if created:
             if self.settings.sandbox == "rlimits-only":
@@ -129,6 +134,7 @@ class JobService:
             raise BadRequest(f"message must be text of at most {_MAX_MESSAGE} characters")
         params: dict[str, Any] = {}
         total = 1
+        plan: dict[str, Any] | None = None
         if kind == "dp":
             job = SampleAggregate.from_dict(body.get("params"))
             if job.partitions > self.settings.job_max_partitions:
@@ -136,31 +142,41 @@ class JobService:
                     f"partitions={job.partitions} is more than this node allows "
                     f"({self.settings.job_max_partitions}); ask for fewer"
                 )
+            if job.run_seconds > self.settings.job_wall_seconds:
+                raise BadRequest(
+                    f"run_seconds={job.run_seconds:g} is more than this node allows for a run "
+                    f"({self.settings.job_wall_seconds} s); ask for less"
+                )
             epsilon, delta = prepare_aggregate(job).cost
             params = {**job.to_dict(), "cost": {"epsilon": epsilon, "delta": delta}}
+            plan = timetable(job, self.settings.job_start_seconds).to_dict()
             total = job.partitions
         elif not message.strip():
             raise BadRequest("a reviewed job needs a message for the owner: what it does and why")
         spec = {"kind": kind, "dataset": ds.name, "source": source, "entry": entry}
         spec.update(message=message, params=params)
         spec_hash = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+        if plan is not None:
+            # the node's timetable for the job (not part of what the scientist asked for)
+            params = {**params, "timetable": plan}
         status = "queued" if kind == "dp" else "submitted"
         return NewJob(kind, ds.name, source, entry, message, params, spec_hash, status, total)
 
-    def _precheck(self, user: User, dataset: str, epsilon: float) -> None:
-        """Refuse early when the budget clearly cannot cover the job (charge() re-checks)."""
-        view = self.node.store.budget_of(user)
-        lines: list[tuple[str, BudgetLine]] = [("this node", view)]
-        if dataset in view.per_dataset:
-            lines.append((f"dataset {dataset!r}", view.per_dataset[dataset]))
-        for where, line in lines:
-            if epsilon > line.epsilon_remaining:
-                raise BudgetExceeded(
-                    f"the job needs ε={epsilon:.6g}, {line.epsilon_remaining:.6g} left on {where};"
-                    " nothing was charged — ask for less epsilon, or ask the owner for more with "
-                    "rds.request_budget(node, epsilon=..., reason=...)",
-                    {"needed": {"epsilon": epsilon}, "remaining": line.to_dict()},
-                )
+    def _precheck(self, user: User, request_id: str, new: NewJob) -> None:
+        """Refuse now what the reservation would refuse (it checks again when the job starts).
+
+        A ``request_id`` that names a release already (a query's) is a ``Conflict``, and every
+        budget scope — the scientist's total, their cap on the dataset, the dataset's global
+        cap — must cover the cost (``Store.precheck``); nothing is stored or run otherwise.
+        """
+        if self.node.store.find_release(user, request_id) is not None:
+            raise Conflict(
+                f"request_id {request_id!r} was already used for a release (a query, or a job "
+                "submitted elsewhere); use a new request_id for a new job",
+                {"request_id": request_id},
+            )
+        cost = new.params["cost"]
+        self.node.store.precheck(user, new.dataset, cost["epsilon"], cost["delta"])
 
     def job(self, user: User, job_id: str) -> Job:
         return self.store.get(job_id, user)
@@ -236,25 +252,29 @@ class JobService:
     # ------------------------------------------------------------------ running
 
     def resume(self) -> None:
-        """Start jobs left waiting (after a restart); settle DP jobs charged before a crash."""
+        """Start jobs left waiting (after a restart); settle jobs a crash left ``running``.
+
+        A DP job is never run again: with its answer recorded it is done; with only its
+        reservation it failed and stays charged (its runs may have seen the data); without a
+        reservation it failed uncharged. An approved reviewed job goes to output review with a
+        failing check, as any failure of its private run does; a mock run simply failed.
+        """
         for job in self.store.list(statuses=["queued", "submitted", "approved"], limit=1000):
             self.run_later(job.id)
         now = utcnow()
         for job in self.store.list(statuses=["running", "mock_running"], limit=1000):
-            # progress refreshes updated_at; a job quiet for longer than it may run is lost
-            if now - job.updated_at < timedelta(seconds=self._job_seconds(job.progress_total)):
-                continue  # perhaps another node process is running it
-            release = None
+            # a job is left alone while it may still be running in another node process
+            if now - job.updated_at < timedelta(seconds=self._job_seconds(job)):
+                continue
             if job.kind == "dp":
-                release = self.node.store.find_release(
-                    self.node.store.get_user(job.user), job.request_id
-                )
-            if release is not None:
-                self.store.move(job.id, ["running"], "done", output=release.answer)
+                self.steps.dp_jobs.settle(job, "interrupted: the node stopped while the job ran")
+            elif job.status == "running":
+                problem = "interrupted: the node stopped while the private run ran"
+                self.steps.review_output(job, None, "", problem)
             else:
                 self.store.move(
                     job.id,
-                    ["running", "mock_running"],
+                    ["mock_running"],
                     "failed",
                     action="job.fail",
                     detail={"reason": "interrupted"},
@@ -263,10 +283,14 @@ class JobService:
                     owner_log="interrupted: the node stopped while the job ran",
                 )
 
-    def _job_seconds(self, runs: int) -> float:
-        """Longer than a job of ``runs`` runs can take (start-up, rounds of runs, margin)."""
-        rounds = -(-max(1, runs) // max(1, self.settings.job_parallel))
-        return 360.0 + rounds * (self.settings.job_wall_seconds + 2.0)
+    def _job_seconds(self, job: Job) -> float:
+        """Longer than ``job`` can run: its timetable (DP) or one run, start-up and a margin.
+
+        A DP job writes nothing while it runs, so its ``updated_at`` is when it started.
+        """
+        if job.kind == "dp":
+            return 360.0 + job_timetable(job, self.settings.job_start_seconds).seconds
+        return 360.0 + self.settings.job_wall_seconds + 2.0
 
     def run_later(self, job_id: str) -> None:
         """Do the job's next step in the pool (the server), or now (the CLI)."""

@@ -30,7 +30,10 @@ class JobSubmit(BaseModel):
     source: str = Field(description="The function's source text (never pickled code).")
     entry: str = Field(description="The name of the function in the source.")
     params: dict[str, Any] | None = Field(
-        None, description="dp: {bounds, epsilon, partitions, default?, scalar?}"
+        None,
+        description="dp: {bounds, epsilon, partitions, default?, scalar?, run_seconds?}; the "
+        "partitions run one at a time on a fixed timetable of run_seconds (default 1) + 0.4 s "
+        "each, after the node's start-up",
     )
     message: str = Field("", description="reviewed: what the job does and why, for the owner.")
 

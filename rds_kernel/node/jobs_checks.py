@@ -22,14 +22,23 @@ __all__ = ["check_output", "parse_output"]
 _SHOWN = 5
 
 
-def parse_output(raw: bytes | None) -> dict[str, Any] | None:
-    """A reviewed run's result bytes as ``{"type": "table"|"bytes"|"json", ...}``, or None."""
-    if raw is None:
-        return None
+def parse_output(raw: Any, max_bytes: int) -> dict[str, Any] | None:
+    """A reviewed run's result bytes as ``{"type": "table"|"bytes"|"json", ...}``, or None.
+
+    Total: whatever bytes a run sends (its code can write anything to its result pipe), this
+    returns and never raises; more than ``max_bytes``, or JSON nested too deep to parse, is
+    None like any other unreadable result.
+    """
     try:
-        value = json.loads(raw)
-    except ValueError:
+        return _parse_output(raw, max_bytes)
+    except Exception:  # RecursionError, MemoryError, ...: unreadable, never a crash
         return None
+
+
+def _parse_output(raw: Any, max_bytes: int) -> dict[str, Any] | None:
+    if not isinstance(raw, bytes | bytearray) or len(raw) > max_bytes:
+        return None
+    value = json.loads(raw)
     if not isinstance(value, dict):
         return None
     kind = value.get("type")
@@ -44,6 +53,7 @@ def parse_output(raw: bytes | None) -> dict[str, Any] | None:
             and all(isinstance(c, str) for c in columns)
             and isinstance(kinds, list)
             and len(kinds) == len(columns)
+            and all(isinstance(k, str) for k in kinds)
             and isinstance(rows, list)
             and all(isinstance(r, list) and len(r) == len(columns) for r in rows)
         ):
@@ -54,7 +64,20 @@ def parse_output(raw: bytes | None) -> dict[str, Any] | None:
 def check_output(
     output: dict[str, Any], *, min_cell_count: int, max_bytes: int
 ) -> list[dict[str, Any]]:
-    """Each check's name, whether it passed, and what it found."""
+    """Each check's name, whether it passed, and what it found.
+
+    Total: an output the checks cannot go through (nested too deep, say) fails a check.
+    """
+    try:
+        return _check_output(output, min_cell_count=min_cell_count, max_bytes=max_bytes)
+    except Exception as exc:
+        detail = f"the checks could not read this output ({type(exc).__name__}); deny it"
+        return [{"check": "readable", "ok": False, "detail": detail}]
+
+
+def _check_output(
+    output: dict[str, Any], *, min_cell_count: int, max_bytes: int
+) -> list[dict[str, Any]]:
     size = len(json.dumps(output))
     checks = [
         {

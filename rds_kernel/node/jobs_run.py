@@ -5,14 +5,15 @@ scientist's code only ever sees them inside the sandbox. For a DP job the rows a
 ``k`` disjoint random partitions: with an identifier column, every row of one person goes to
 the same partition (a keyed hash with a fresh secret key per job), so one person changes one
 partition's output; otherwise each row goes to an independent uniformly random partition.
+(DP jobs run their partitions on a fixed timetable: see ``jobs_dp``.)
 """
 
 from __future__ import annotations
 
 import io
 import logging
-import math
 import secrets
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from rds_kernel.sandbox.session import RunMode
 
 __all__ = [
     "RunOutcome",
+    "Sessions",
     "arrow_stream",
     "limits_of",
     "owner_log",
@@ -94,6 +96,38 @@ class RunOutcome:
     template_log: str
 
 
+class Sessions:
+    """The sandboxes running now, by job, so that closing the node can kill them all.
+
+    ``closed`` is set only by :meth:`kill_all` (the node shutting down, an owner's action): a
+    DP job stopped that way is refunded, which no failure a run can cause ever is.
+    """
+
+    def __init__(self) -> None:
+        self._running: dict[str, Session] = {}
+        self._lock = threading.Lock()
+        self.closed = False
+
+    def register(self, job_id: str) -> Callable[[Session | None], None]:
+        def register(session: Session | None) -> None:
+            with self._lock:
+                if session is None:
+                    self._running.pop(job_id, None)
+                elif self.closed:
+                    session.kill()
+                else:
+                    self._running[job_id] = session
+
+        return register
+
+    def kill_all(self) -> None:
+        with self._lock:
+            self.closed = True
+            running = list(self._running.values())
+        for session in running:
+            session.kill()
+
+
 def run_in_sandbox(
     config: SandboxConfig,
     limits: Limits,
@@ -102,30 +136,27 @@ def run_in_sandbox(
     entry: str,
     mode: RunMode,
     inputs: Sequence[Callable[[], bytes]],
-    parallel: int,
-    on_result: Callable[[RunResult], None] | None = None,
     register: Callable[[Session | None], None] | None = None,
 ) -> RunOutcome:
     """Run ``entry`` from ``source`` once per input in one fresh sandbox; always cleans up.
 
-    The job as a whole may take ``wall_seconds`` per round of ``parallel`` runs, plus start-up.
+    The runs go one after another, each as soon as the previous one ended (a reviewed job has
+    one run; DP jobs use a fixed timetable instead, see ``jobs_dp``). The job as a whole may
+    take ``wall_seconds`` per run, plus start-up.
     """
-    rounds = math.ceil(len(inputs) / max(1, parallel))
-    deadline = time.monotonic() + _START_SECONDS + rounds * (limits.wall_seconds + 2.0)
+    deadline = time.monotonic() + _START_SECONDS + len(inputs) * (limits.wall_seconds + 2.0)
     session = Session(config, source, entry=entry, mode=mode, limits=limits)
     if register is not None:
         register(session)
     try:
         with session:
-            if mode == "dp" and config.mode == "bwrap" and not session.isolated:
-                # runs that can reach each other break the sensitivity (upper - lower) / k
+            if mode == "dp" and not session.isolated:
+                # in any sandbox mode: runs that can reach each other break the sensitivity
                 raise PermissionDenied(
                     "this host does not let the sandbox isolate the runs of a job from each "
                     f"other ({session.isolation_error}), which DP code jobs need; nothing ran"
                 )
-            results = session.run_all(
-                inputs, parallel=parallel, deadline=deadline, on_result=on_result
-            )
+            results = session.run_all(inputs, parallel=1, deadline=deadline)
         return RunOutcome(results, session.template_log)
     finally:
         if register is not None:

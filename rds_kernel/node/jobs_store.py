@@ -6,8 +6,11 @@ change and its audit row commit together.
 
 A job has two views. :meth:`Job.public` is what its scientist may see: status, progress, the
 declared parameters, the mock output (public data), and the result only once it was released
-(charged to the ledger, or approved by the owner). :meth:`Job.owner` adds the source, the
-private output, the output checks and the log of the runs.
+(charged to the ledger, or approved by the owner). For a DP job it shows no progress and no
+time that moves with the runs (``progress`` and ``updated_at`` are null): only the status and,
+while it runs, ``finishes_at``, the end of its timetable, known before any data was read.
+:meth:`Job.owner` adds the source, the private output, the output checks, the log of the runs
+and the real ``updated_at``.
 """
 
 from __future__ import annotations
@@ -81,7 +84,13 @@ class Job:
         return self.status in FINAL
 
     def public(self) -> dict[str, Any]:
-        """What the scientist who submitted the job may see."""
+        """What the scientist who submitted the job may see.
+
+        A DP job's runs must not be timed from outside: no progress, no ``updated_at`` (a DP
+        job writes nothing while it runs, but its status changes are all the scientist needs),
+        and ``finishes_at`` from its timetable, which no run can move.
+        """
+        dp = self.kind == "dp"
         return {
             "id": self.id,
             "request_id": self.request_id,
@@ -91,7 +100,8 @@ class Job:
             "message": self.message,
             "params": self.params,
             "status": self.status,
-            "progress": {"done": self.progress_done, "total": self.progress_total},
+            "progress": None if dp else {"done": self.progress_done, "total": self.progress_total},
+            "finishes_at": self._finishes_at(),
             "mock": self.mock,
             "result": self.output if self.status in RELEASED else None,
             "error": None
@@ -99,13 +109,24 @@ class Job:
             else {"code": self.error_code, "message": self.error},
             "review_note": self.review_note,
             "created_at": self.created_at.isoformat(),
-            "updated_at": self.updated_at.isoformat(),
+            "updated_at": None if dp else self.updated_at.isoformat(),
         }
+
+    def _finishes_at(self) -> str | None:
+        """A running DP job's end: when it started (it writes nothing since) plus its timetable."""
+        plan = self.params.get("timetable") if self.kind == "dp" else None
+        if self.status != "running" or not isinstance(plan, dict):
+            return None
+        seconds = plan.get("seconds")
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+            return None
+        return (self.updated_at + dt.timedelta(seconds=float(seconds))).isoformat()
 
     def owner(self) -> dict[str, Any]:
         """Everything, for the data owner."""
         return {
             **self.public(),
+            "updated_at": self.updated_at.isoformat(),
             "user": self.user,
             "source": self.source,
             "output": self.output,
@@ -247,14 +268,6 @@ class JobStore:
                     conn, actor or "node", action, {"job": job_id, "status": to, **(detail or {})}
                 )
         return True
-
-    def progress(self, job_id: str, done: int) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(
-                jobs.update()
-                .where(jobs.c.id == job_id)
-                .values(progress_done=done, updated_at=utcnow())
-            )
 
 
 def _job(row: sa.Row[Any]) -> Job:

@@ -6,6 +6,7 @@ fails when a setting is missing from the README, so the documentation cannot dri
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import stat
@@ -28,6 +29,7 @@ __all__ = [
 ]
 
 NODE_FILE = "node.toml"
+log = logging.getLogger("rds_kernel.node")
 
 
 @dataclass(frozen=True)
@@ -127,10 +129,23 @@ SETTINGS: tuple[Setting, ...] = (
         _positive,
     ),
     Setting("job_cpu_seconds", int, 10, "CPU seconds one sandboxed run may use.", _positive),
-    Setting("job_wall_seconds", int, 30, "Wall-clock seconds before a run is killed.", _positive),
+    Setting(
+        "job_wall_seconds",
+        int,
+        30,
+        "Wall-clock seconds before a run is killed; the most a DP job may ask for as run_seconds.",
+        _positive,
+    ),
     Setting("job_memory_mb", int, 2048, "Address space of one run, in MiB (RLIMIT_AS).", _positive),
     Setting("job_processes", int, 32, "Processes and threads one run may have.", _positive),
-    Setting("job_parallel", int, 2, "Runs (partitions) of one job at the same time.", _positive),
+    Setting(
+        "job_start_seconds",
+        int,
+        2,  # rds_kernel.dp.aggregate.DEFAULT_START_SECONDS (not imported: it needs OpenDP)
+        "Seconds from taking up a DP code job to its first run (sandbox start-up, reading and "
+        "partitioning the data); its runs then follow a fixed timetable, one at a time.",
+        _positive,
+    ),
     Setting("job_workers", int, 2, "Jobs the node runs at the same time.", _positive),
     Setting("job_max_partitions", int, 1000, "Largest k a DP code job may ask for.", _positive),
     Setting(
@@ -172,7 +187,7 @@ class NodeSettings:
     job_wall_seconds: int
     job_memory_mb: int
     job_processes: int
-    job_parallel: int
+    job_start_seconds: int
     job_workers: int
     job_max_partitions: int
     job_max_output_bytes: int
@@ -188,9 +203,20 @@ class NodeSettings:
         return url
 
 
+# Settings that no longer exist: an old node.toml (`rds node init` writes every setting) still
+# loads, and the owner is told why the value is ignored.
+REMOVED = {
+    "job_parallel": "DP code jobs now run one run at a time on a fixed timetable (runs that run "
+    "at the same time can influence each other); delete the line",
+}
+
+
 def _checked(values: dict[str, Any], source: str) -> dict[str, Any]:
     out = {s.name: s.default for s in SETTINGS}
     for key, value in values.items():
+        if key in REMOVED:
+            log.warning("%s: the setting %s is ignored: %s", source, key, REMOVED[key])
+            continue
         setting = _BY_NAME.get(key)
         if setting is None:
             raise BadRequest(

@@ -1,7 +1,8 @@
 """The sandbox: where scientist code runs, with no network and hard limits, never in the node.
 
 :class:`Session` starts one sandbox per job (bubblewrap, see :mod:`.launch`) and runs the
-scientist's function once per input in a fresh, isolated process (see ``_worker.py``);
+scientist's function once per input in a fresh, isolated process (see ``_worker.py``) — for a
+DP job one run at a time on a fixed timetable (:meth:`Session.run_timetable`);
 :class:`Limits` bounds each run. The node only ever sends the function's *source text* and the
 input as Arrow, and only ever reads back capped bytes it treats as hostile.
 """

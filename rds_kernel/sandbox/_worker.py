@@ -12,7 +12,10 @@ message each):
    can be isolated from each other, and answers ``{"ready": true, "isolated": ...}`` (or
    ``{"ready": false, "error": ...}``);
 3. for each run the node sends ``{"run": i}`` with four file descriptors attached: the input
-   (an Arrow IPC stream in a sealed memfd), the result pipe, the log pipe and the status pipe.
+   (an Arrow IPC stream in a sealed memfd), the result pipe, the log pipe and the status pipe;
+   a DP job's runs add ``"kill_at"``, the ``CLOCK_MONOTONIC`` time (the same clock in the node
+   and in the sandbox, which has no time namespace) at which the run is killed, so that the
+   end of a run is fixed by the node's timetable, not by how quickly it was started.
 
 For each run the template forks a **supervisor**, which moves into fresh user, mount, network,
 IPC, PID and UTS namespaces and forks the **runner** as PID 1 of the new PID namespace. The
@@ -116,7 +119,8 @@ def main() -> None:
         if pid == 0:
             try:
                 control.close()
-                _supervise(job, int(request["run"]), fds)
+                kill_at = request.get("kill_at")
+                _supervise(job, int(request["run"]), fds, None if kill_at is None else kill_at)
             finally:
                 os._exit(70)
         children.add(pid)
@@ -203,11 +207,16 @@ def _limit(which: int, value: int) -> None:
 # ---------------------------------------------------------------- the supervisor (one per run)
 
 
-def _supervise(job: dict[str, Any], run: int, fds: list[int]) -> None:
+def _supervise(job: dict[str, Any], run: int, fds: list[int], kill_at: float | None) -> None:
     data_fd, result_fd, log_fd, status_fd = fds
     started = time.monotonic()
     _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    isolated, why = _isolate()
+    isolated, why = _isolate()  # (which makes this process dumpable: /proc/self is its own)
+    # If memory runs out, the kernel should kill a run (whose failure is its own default), not
+    # the template (whose death would fail every later run of the job). Raising one's own
+    # score needs no privilege; the runner inherits it.
+    with contextlib.suppress(OSError), open("/proc/self/oom_score_adj", "w") as f:
+        f.write("1000")
     runner = os.fork()
     if runner == 0:
         os.close(status_fd)
@@ -218,6 +227,8 @@ def _supervise(job: dict[str, Any], run: int, fds: list[int]) -> None:
     os.close(data_fd)
     os.close(result_fd)
     wall = float(job["limits"]["wall_seconds"])
+    if kill_at is not None:
+        wall = min(wall, max(0.0, float(kill_at) - time.monotonic()))
     timed_out = not _wait_for(runner, wall)
     if timed_out:
         # PID 1 of its namespace: killing it kills every process the run started
@@ -291,6 +302,12 @@ def _run(job: dict[str, Any], isolated: bool, data_fd: int, result_fd: int, log_
         os.closerange(low + 1, high)
     if not isolated:
         print("[rds sandbox] this run is not isolated from the job's other runs", file=sys.stderr)
+        if job["mode"] == "dp":
+            # a DP run that could reach the job's other runs would break the sensitivity: it
+            # never reads its input, and counts as a failed run (the node refuses such jobs
+            # before they start; this is for a run whose own isolation failed)
+            _flush()
+            os._exit(3)
     if not filtered:
         print("[rds sandbox] no seccomp filter on this machine", file=sys.stderr)
     _limit(resource.RLIMIT_CPU, int(limits["cpu_seconds"]))

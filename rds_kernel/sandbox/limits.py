@@ -16,9 +16,11 @@ class Limits:
 
     ``cpu_seconds``, ``memory_bytes`` (address space), ``file_bytes`` (largest file written),
     ``open_files`` and ``processes`` (threads count) are rlimits of the run's process;
-    ``wall_seconds`` is enforced by killing the run's whole PID namespace. ``tmp_bytes`` is the
-    size of the run's private ``/tmp``. The node keeps at most ``result_bytes`` of the result
-    and ``log_bytes`` of stdout and stderr together; a larger result counts as a failure.
+    ``wall_seconds`` is enforced by killing the run's whole PID namespace (a DP run: that long
+    after its planned start in the job's timetable, see ``Session.run_timetable``).
+    ``tmp_bytes`` is the size of the run's private ``/tmp``. The node keeps at most
+    ``result_bytes`` of the result and ``log_bytes`` of stdout and stderr together; a larger
+    result counts as a failure.
     """
 
     cpu_seconds: int = 10

@@ -2,8 +2,16 @@
 
 ::
 
-    with Session(config, source, entry="f", mode="dp", limits=Limits()) as session:
-        results = session.run_all([arrow_bytes_1, arrow_bytes_2], parallel=2)
+    with Session(config, source, entry="f", mode="reviewed", limits=Limits()) as session:
+        [result] = session.run_all([arrow_bytes], parallel=1)
+
+    with Session(config, source, entry="f", mode="dp", limits=Limits(wall_seconds=1.0)) as s:
+        results = s.run_timetable(partitions, start=time.monotonic() + 2, slot=1.4, tolerance=0.1)
+
+:meth:`Session.run_all` starts each run as soon as a slot frees (a reviewed job's single run,
+and tests). :meth:`Session.run_timetable` is what DP jobs use: runs one at a time on a fixed
+timetable, so that no run's start depends on what an earlier run did (predictable transactions,
+Haeberlen, Pierce, Narayan, "Differential Privacy Under Fire", USENIX Security 2011).
 
 A session is one job: one fresh sandbox (never reused for another job or scientist) whose
 template forks a fresh, isolated process per run (see ``_worker.py``). Each run's input is an
@@ -102,6 +110,7 @@ class Session:
         self._template_log = bytearray()
         self._killed = threading.Event()
         self._lock = threading.Lock()
+        self._wake: int | None = None  # written by kill() to wake run_timetable at once
         # whether each run gets its own namespaces (set when the template is ready)
         self.isolated = False
         self.isolation_error: str | None = None
@@ -220,6 +229,10 @@ class Session:
     def kill(self) -> None:
         """Kill the sandbox now (any thread). Runs still in flight end as failures."""
         self._killed.set()
+        with self._lock:
+            if self._wake is not None:
+                with contextlib.suppress(OSError):
+                    os.write(self._wake, b"x")
         self._kill_group()
 
     def _kill_group(self) -> None:
@@ -322,14 +335,150 @@ class Session:
                 finish(RunResult(index, None, log_text, {}, problem=reason))
         return [results[i] for i in range(len(inputs))]
 
-    def _dispatch(self, control: socket.socket, index: int, source: Input) -> RunPipes:
+    def run_timetable(
+        self,
+        inputs: Sequence[bytes],
+        *,
+        start: float,
+        slot: float,
+        tolerance: float,
+    ) -> list[RunResult]:
+        """Run the function once per input, one at a time, run ``i`` at ``start + i * slot``.
+
+        Predictable transactions (Haeberlen, Pierce, Narayan, "Differential Privacy Under
+        Fire", USENIX Security 2011): the start of every run is fixed in advance (``start`` is a
+        ``time.monotonic()`` value), never "when the previous run ended", so no run can move
+        another run's start, and the call returns at ``start + len(inputs) * slot`` however
+        early the runs ended. Each run is killed by its supervisor ``limits.wall_seconds`` after
+        its planned start (not after its actual start: a slow fork shortens the run, it does not
+        shift its end); ``slot`` must leave room to start and kill it. A run that has not reported
+        by the end of its slot ends as a failure (it is not waited for), and a run the node
+        cannot dispatch within ``tolerance`` seconds of its start is not started at all and
+        ends as a failure too; both are logged for the owner.
+
+        Inputs are already serialized: the only work between two runs is handing the next one
+        its memfd. If the sandbox is killed (:meth:`kill`, the node shutting down) the call
+        returns at once, with the runs not done ending as failures.
+        """
+        if self._control is None:
+            raise InternalError("the sandbox session is not running")
+        control: socket.socket | None = self._control
+        results: dict[int, RunResult] = {}
+        active: dict[int, tuple[RunPipes, float]] = {}
+        sel = selectors.DefaultSelector()
+        sel.register(self._control, selectors.EVENT_READ, None)
+        wake_r, wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        sel.register(wake_r, selectors.EVENT_READ, "wake")
+        with self._lock:
+            self._wake = wake_w
+        try:
+            for index, data in enumerate(inputs):
+                due = start + index * slot
+                if self._pump(sel, active, results, until=due):
+                    control = None  # the template hung up: no run can start any more
+                if self._killed.is_set():
+                    break
+                late = time.monotonic() - due
+                if control is None or late > tolerance:
+                    why = (
+                        "not started: the sandbox had stopped"
+                        if control is None
+                        else f"not started: the node was {late * 1000:.0f} ms late for its "
+                        f"slot (at most {tolerance * 1000:.0f} ms allowed)"
+                    )
+                    log.warning("run %d of a DP job %s", index, why)
+                    results[index] = RunResult(index, None, "", {}, problem=why)
+                    continue
+                try:
+                    run = self._dispatch(control, index, data, due + self.limits.wall_seconds)
+                except OSError as exc:
+                    why = f"not started: the sandbox stopped ({exc.strerror})"
+                    results[index] = RunResult(index, None, "", {}, problem=why)
+                    control = None
+                    continue
+                active[index] = (run, due + slot)
+                for stream in (run.result, run.log, run.status):
+                    sel.register(stream.fd, selectors.EVENT_READ, (run, stream))
+            if not self._killed.is_set():
+                self._pump(sel, active, results, until=start + len(inputs) * slot)
+        finally:
+            for run, _end in active.values():
+                for stream in (run.result, run.log, run.status):
+                    stream.close(sel)
+            sel.close()
+            with self._lock:
+                self._wake = None
+            os.close(wake_r)
+            os.close(wake_w)
+        for index, (run, _end) in active.items():
+            log_text = run.log.data.decode(errors="replace")
+            results[index] = RunResult(index, None, log_text, {}, problem="the sandbox stopped")
+        for index in range(len(inputs)):
+            if index not in results:
+                results[index] = RunResult(index, None, "", {}, problem="the sandbox stopped")
+        return [results[i] for i in range(len(inputs))]
+
+    def _pump(
+        self,
+        sel: selectors.BaseSelector,
+        active: dict[int, tuple[RunPipes, float]],
+        results: dict[int, RunResult],
+        *,
+        until: float,
+    ) -> bool:
+        """Read the active runs' pipes until ``until``; settle runs that ended or ran out of slot.
+
+        Never blocks past ``until`` (a run that is slow to close its pipes is not waited for).
+        Returns True if the template hung up.
+        """
+        gone = False
+        while not self._killed.is_set():
+            now = time.monotonic()
+            for index, (run, end) in list(active.items()):
+                streams = (run.result, run.log, run.status)
+                if all(stream.closed for stream in streams):
+                    results[index] = run.result_of()
+                elif now >= end:
+                    for stream in streams:
+                        stream.close(sel)
+                    log.warning("run %d of a DP job had not ended by the end of its slot", index)
+                    results[index] = RunResult(
+                        index,
+                        None,
+                        run.log.data.decode(errors="replace"),
+                        {},
+                        problem="had not ended by the end of its slot",
+                    )
+                else:
+                    continue
+                del active[index]
+            if now >= until:
+                return gone
+            wake_at = min([until] + [end for _run, end in active.values()])
+            for key, _ in sel.select(max(0.0, wake_at - now)):
+                if key.data == "wake":  # kill(): the loop ends at its next check
+                    continue
+                if key.data is None:  # the template hung up: the sandbox is gone
+                    sel.unregister(key.fileobj)
+                    gone = True
+                    continue
+                _run, stream = key.data
+                stream.read(sel)
+        return gone
+
+    def _dispatch(
+        self, control: socket.socket, index: int, source: Input, kill_at: float | None = None
+    ) -> RunPipes:
         data = source() if callable(source) else source
         data_fd = _memfd(f"rds-input-{index}", data, seal=True)
         pipes = [os.pipe2(os.O_CLOEXEC) for _ in range(3)]
+        request: dict[str, object] = {"run": index}
+        if kill_at is not None:
+            request["kill_at"] = kill_at  # time.monotonic() is CLOCK_MONOTONIC, as in the sandbox
         try:
             socket.send_fds(
                 control,
-                [json.dumps({"run": index}).encode()],
+                [json.dumps(request).encode()],
                 [data_fd, *(w for _r, w in pipes)],
             )
         except OSError:

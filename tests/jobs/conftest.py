@@ -23,7 +23,15 @@ from tests.sandbox.helpers import TEST_UID, sandbox_or_skip
 
 __all__ = ["database_url", "nothing_left_behind", "postgres_url"]
 
-JOB_SETTINGS = {"sandbox_uid": TEST_UID, "job_cpu_seconds": 5, "job_wall_seconds": 5}
+# DP jobs take their timetable: 1 s to start (the sandbox starts in about 0.35 s here), then
+# one slot of run_seconds + 0.4 s per partition; dp() asks for short runs to keep tests quick.
+JOB_SETTINGS = {
+    "sandbox_uid": TEST_UID,
+    "job_cpu_seconds": 5,
+    "job_wall_seconds": 5,
+    "job_start_seconds": 1,
+}
+RUN_SECONDS = 0.25
 
 
 @pytest.fixture(scope="session")
@@ -65,7 +73,13 @@ def dp(source: str, entry: str = "f", request_id: str = "r1", **params: Any) -> 
         "dataset": "patients",
         "source": source,
         "entry": entry,
-        "params": {"bounds": [0, 1], "epsilon": 1.0, "partitions": 5, **params},
+        "params": {
+            "bounds": [0, 1],
+            "epsilon": 1.0,
+            "partitions": 5,
+            "run_seconds": RUN_SECONDS,
+            **params,
+        },
     }
 
 

@@ -9,13 +9,16 @@ standard errors.
 
 from __future__ import annotations
 
+import logging
 import math
 import statistics
+from pathlib import Path
 
 import polars as pl
 import pytest
 
 from rds_kernel.dp.aggregate import (
+    DEFAULT_START_SECONDS,
     SampleAggregate,
     clamp_outputs,
     parse_output,
@@ -24,6 +27,7 @@ from rds_kernel.dp.aggregate import (
 )
 from rds_kernel.errors import SpecError
 from rds_kernel.node.jobs_run import partition
+from rds_kernel.node.settings import load_settings
 
 DRAWS = 2000
 
@@ -72,16 +76,28 @@ def test_failed_or_malformed_outputs_become_the_default() -> None:
     assert clamp_outputs(job, [None, [0.5, 2.0]]) == [[0.1, 0.2], [0.5, 1.0]]
 
 
+def test_clamping_is_total() -> None:
+    """Whatever stands for a run's output, clamping gives k rows of d numbers in the bounds:
+    after the runs nothing may raise (a failure there would follow the data)."""
+    job = SampleAggregate.from_dict({"bounds": [0, 1], "epsilon": 1.0, "partitions": 8})
+    odd = [None, [math.nan], [math.inf], ["a"], 5, [True], [0.5, 0.5], [2.0]]
+    assert clamp_outputs(job, odd) == [[0.5]] * 7 + [[1.0]]
+
+
 @pytest.mark.parametrize(
     ("params", "message"),
     [
         ({"epsilon": 1.0, "partitions": 5}, "bounds are required"),
         ({"bounds": [1, 0], "epsilon": 1.0, "partitions": 5}, "below its upper bound"),
-        ({"bounds": [0, 1], "epsilon": 0, "partitions": 5}, "positive"),
+        ({"bounds": [0, 1], "epsilon": 0, "partitions": 5}, "between 1e-06 and 1000"),
+        ({"bounds": [0, 1], "epsilon": 10**400, "partitions": 5}, "64 bits"),
+        ({"bounds": [0, 1e300], "epsilon": 1.0, "partitions": 5}, "beyond ±1e\\+15"),
         ({"bounds": [0, 1], "epsilon": 1.0, "partitions": 0}, "between 1 and"),
         ({"bounds": [0, 1], "epsilon": 1.0, "partitions": 2.5}, "whole number"),
         ({"bounds": [0, 1], "epsilon": 1.0, "partitions": 5, "default": 3}, "outside its bounds"),
         ({"bounds": [0, float("inf")], "epsilon": 1.0, "partitions": 5}, "finite"),
+        ({"bounds": [0, 1], "epsilon": 1.0, "partitions": 5, "run_seconds": 0}, "run_seconds"),
+        ({"bounds": [0, 1], "epsilon": 1.0, "partitions": 5, "run_seconds": "1"}, "number"),
     ],
 )
 def test_bad_parameters_say_what_to_fix(params: dict[str, object], message: str) -> None:
@@ -114,3 +130,16 @@ def test_more_partitions_than_rows_leaves_some_empty() -> None:
     parts = partition(pl.DataFrame({"x": [1, 2]}), 5, None)
     assert [p.columns for p in parts] == [["x"]] * 5
     assert sum(p.height for p in parts) == 2
+
+
+def test_an_old_node_toml_with_job_parallel_still_loads(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`rds node init` wrote every setting, job_parallel included; DP jobs now run one run at
+    a time, so the setting is gone, and an old node.toml loads with a warning saying why."""
+    (tmp_path / "node.toml").write_text("job_parallel = 2\n")
+    with caplog.at_level(logging.WARNING, logger="rds_kernel.node"):
+        settings = load_settings(tmp_path)
+    assert "job_parallel" in caplog.text and "one run at a time" in caplog.text
+    assert not hasattr(settings, "job_parallel")
+    assert settings.job_start_seconds == DEFAULT_START_SECONDS  # the two defaults agree

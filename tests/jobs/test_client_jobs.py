@@ -38,13 +38,15 @@ def share_with_cvd(df):  # type: ignore[no-untyped-def]
 @pytest.mark.server
 def test_submit_a_dp_job_and_get_its_answer(alice: rds.Node) -> None:
     patients = alice.dataset("patients")
-    job = rds.submit(share_with_cvd, dataset=patients, epsilon=1.5, bounds=(0, 1), partitions=8)
+    job = rds.submit(
+        share_with_cvd, dataset=patients, epsilon=1.5, bounds=(0, 1), partitions=4, run_seconds=0.25
+    )
     value = job.result(timeout=60)
     info = job.refresh()["result"]
     assert isinstance(value, float)
     tolerance = 6 * math.sqrt(2) * info["summary"]["scale"][0]
     assert -tolerance <= value <= 1 + tolerance
-    assert job.progress == (8, 8) and job.status == "done"
+    assert job.progress is None and job.status == "done"  # a DP job shows no progress
     assert alice.budget().epsilon_spent == info["cost"]["epsilon"]
     mock = job.run_on_mock()  # locally, on the mock data, with real noise; spends nothing
     assert isinstance(mock, float)
@@ -57,7 +59,9 @@ def test_submit_a_dp_job_and_get_its_answer(alice: rds.Node) -> None:
 def test_the_decorator_tries_on_mock_then_submits(alice: rds.Node) -> None:
     patients = alice.dataset("patients")
 
-    @rds.job(dataset=patients, epsilon=1.0, bounds=[(18, 95), (0, 1)], partitions=5)
+    @rds.job(
+        dataset=patients, epsilon=1.0, bounds=[(18, 95), (0, 1)], partitions=5, run_seconds=0.25
+    )
     def profile(df):  # type: ignore[no-untyped-def]
         return [df["age"].mean(), df["smoker"].mean()]
 
@@ -166,3 +170,35 @@ def test_source_text_can_be_sent_as_it_is() -> None:
     with pytest.raises(BadRequest, match="several functions"):
         function_source(text + "\ndef g(df):\n    return 1\n")
     assert function_source(text + "\ndef g(df):\n    return 1\n", "g")[1] == "g"
+
+
+def test_a_dp_job_says_how_long_it_will_take_and_when_it_finishes() -> None:
+    """Its timetable instead of progress: the draft's expected duration (with the default
+    start-up of 2 s), and a running job's expected finish, as the node reports it."""
+    from types import SimpleNamespace
+
+    from rds_kernel.client._jobs import Job, JobDraft
+
+    patients = SimpleNamespace(name="patients")
+    draft = JobDraft(
+        share_with_cvd, patients, epsilon=1.0, bounds=(0, 1), partitions=50, run_seconds=0.5
+    )  # type: ignore[arg-type]
+    assert draft.expected_seconds == pytest.approx(2 + 50 * (0.5 + 0.4))
+    assert "lasts about 47 s" in repr(draft)
+    assert "one at a time" in draft.preview and "no progress" in draft.preview
+    assert "lasts about 47 s" in draft._repr_html_()
+
+    raw = {
+        "id": "0123456789abcdef",
+        "kind": "dp",
+        "dataset": "patients",
+        "status": "running",
+        "progress": None,
+        "finishes_at": "2030-01-01T12:00:00+00:00",
+        "params": {**draft.params, "timetable": {"seconds": 47.0}},
+    }
+    job = Job(SimpleNamespace(name="node"), raw)  # type: ignore[arg-type]
+    assert "finishes at about" in repr(job) and "finishes at about" in job._repr_html_()
+    assert "<progress" not in job._repr_html_()
+    queued = Job(SimpleNamespace(name="node"), {**raw, "status": "queued", "finishes_at": None})  # type: ignore[arg-type]
+    assert "lasts about 47 s once it starts" in repr(queued)

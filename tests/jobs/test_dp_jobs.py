@@ -12,6 +12,7 @@ import dataclasses
 import datetime as dt
 import logging
 import math
+import os
 import textwrap
 import threading
 from pathlib import Path
@@ -52,22 +53,22 @@ def test_a_dp_job_releases_a_clamped_noisy_mean_charged_exactly_once(
     try:
         alice = node.service.store.get_user("alice")
         source = "def f(df):\n    return 0.5\n"
-        job = jobs.submit(alice, dp(source, epsilon=1.5, partitions=10))
+        job = jobs.submit(alice, dp(source, epsilon=1.5, partitions=4))
         assert job.status == "done", job.owner_log
         result = job.public()["result"]
         assert result is not None
         cost = result["cost"]["epsilon"]
         assert 1.5 * (1 - 1e-9) <= cost <= 1.5
         assert abs(result["value"] - 0.5) <= six_sigma(result)
-        assert result["summary"]["scale"] == pytest.approx([1.0 / (10 * 1.5)], rel=1e-9)
+        assert result["summary"]["scale"] == pytest.approx([1.0 / (4 * 1.5)], rel=1e-9)
         assert node.service.store.budget("alice").epsilon_spent == cost
 
-        again = jobs.submit(alice, dp(source, epsilon=1.5, partitions=10))
+        again = jobs.submit(alice, dp(source, epsilon=1.5, partitions=4))
         assert again.id == job.id and again.public()["result"] == result
         assert node.service.store.budget("alice").epsilon_spent == cost
         assert charged_releases(node) == 1
         with pytest.raises(Conflict):
-            jobs.submit(alice, dp("def f(df):\n    return 0.25\n", epsilon=1.5, partitions=10))
+            jobs.submit(alice, dp("def f(df):\n    return 0.25\n", epsilon=1.5, partitions=4))
     finally:
         jobs.close()
         node.service.close()
@@ -112,11 +113,11 @@ def test_vector_outputs_have_one_pair_of_bounds_each(jobs: JobService) -> None:
     """``f`` returns [mean age, share of smokers]: two noisy means, one budget split in two."""
     alice = jobs.node.store.get_user("alice")
     source = "def f(df):\n    return [df['age'].mean(), df['smoker'].mean()]\n"
-    job = jobs.submit(alice, dp(source, bounds=[[18, 95], [0, 1]], epsilon=1.9, partitions=10))
+    job = jobs.submit(alice, dp(source, bounds=[[18, 95], [0, 1]], epsilon=1.9, partitions=4))
     result = job.public()["result"]
     age, smokers = result["value"]
-    # epsilon split over the two: scale_j = 2 (upper_j - lower_j) / (10 * 1.9)
-    assert result["summary"]["scale"] == pytest.approx([2 * 77 / 19, 2 / 19], rel=1e-9)
+    # epsilon split over the two: scale_j = 2 (upper_j - lower_j) / (4 * 1.9)
+    assert result["summary"]["scale"] == pytest.approx([2 * 77 / 7.6, 2 / 7.6], rel=1e-9)
     assert 18 - six_sigma(result) <= age <= 95 + six_sigma(result)
     assert -six_sigma(result, 1) <= smokers <= 1 + six_sigma(result, 1)
 
@@ -135,8 +136,10 @@ def test_nothing_the_code_prints_or_raises_reaches_the_scientist(jobs: JobServic
     public = job.public()
     assert set(public) == {
         "id", "request_id", "kind", "dataset", "entry", "message", "params", "status",
-        "progress", "mock", "result", "error", "review_note", "created_at", "updated_at",
+        "progress", "finishes_at", "mock", "result", "error", "review_note", "created_at",
+        "updated_at",
     }  # fmt: skip
+    assert public["progress"] is None and public["updated_at"] is None  # see test_timing_attacks
     text = repr(public)
     assert "first age" not in text and "Traceback" not in text and "systolic_bp" not in text
     assert public["result"]["value"] is not None  # the job still released (all defaults)
@@ -216,9 +219,9 @@ def test_after_a_crash_resume_settles_interrupted_jobs(jobs: JobService) -> None
     """Queued jobs start; a job charged before the crash is done; one that was not, failed."""
     alice = jobs.node.store.get_user("alice")
     source = "def f(df):\n    return 0.5\n"
-    charged = jobs.submit(alice, dp(source, request_id="charged", epsilon=0.5))
+    charged = jobs.submit(alice, dp(source, request_id="charged", epsilon=0.5, partitions=2))
     stored = [
-        jobs.store.create(alice, rid, jobs._validate(dp(source, request_id=rid)))[0]
+        jobs.store.create(alice, rid, jobs._validate(dp(source, request_id=rid, partitions=2)))[0]
         for rid in ("lost", "waiting")
     ]
     lost, waiting = stored
@@ -236,21 +239,48 @@ def test_after_a_crash_resume_settles_interrupted_jobs(jobs: JobService) -> None
     assert jobs.store.get(waiting.id).status == "done"
 
 
+@pytest.mark.parametrize("mode", ["bwrap", "rlimits-only"])
 def test_without_isolated_runs_a_dp_job_fails_and_charges_nothing(
-    jobs: JobService, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, sandbox: SandboxConfig, monkeypatch: pytest.MonkeyPatch, mode: str
 ) -> None:
-    """On a host that forbids nested namespaces, runs could talk to each other: no release."""
-    from rds_kernel.node import jobs_run
+    """On a host that forbids nested namespaces, runs could talk to each other: no release, in
+    any sandbox mode (rlimits-only used to run such jobs, its runs sharing /tmp and the
+    network). The job fails before any data is read, its reservation refunded, with a 403-style
+    error for the scientist and the reason for the owner."""
+    from rds_kernel.node import jobs_dp
+    from rds_kernel.node.datasets import Dataset
     from rds_kernel.sandbox import Session
+
+    if mode == "rlimits-only" and os.geteuid() != 0:
+        pytest.skip("rlimits-only mode needs the node to run as root")
 
     class Unisolated(Session):
         def start(self) -> None:
             super().start()
             self.isolated, self.isolation_error = False, "unshare: Operation not permitted"
 
-    monkeypatch.setattr(jobs_run, "Session", Unisolated)
-    alice = jobs.node.store.get_user("alice")
-    job = jobs.submit(alice, dp("def f(df):\n    return 0.5\n"))
-    assert job.status == "failed"
-    assert "isolate the runs" in (job.owner_log or "")
-    assert jobs.node.store.budget("alice").epsilon_spent == 0
+    scanned: list[object] = []
+    scan = Dataset.scan
+
+    def counted_scan(ds: Dataset) -> object:
+        scanned.append(ds)
+        return scan(ds)
+
+    monkeypatch.setattr(jobs_dp, "Session", Unisolated)
+    monkeypatch.setattr(Dataset, "scan", counted_scan)
+    node = job_node(tmp_path / "node", sandbox=mode)
+    node.directory.chmod(0o700)  # rlimits-only refuses a node directory others can read
+    jobs = JobService(node.service, background=False)
+    try:
+        alice = node.service.store.get_user("alice")
+        job = jobs.submit(alice, dp("def f(df):\n    return 0.5\n"))
+        assert job.status == "failed"
+        error = job.public()["error"]
+        assert error["code"] == "forbidden" and "isolate the runs" in error["message"]
+        assert "nothing was charged" in error["message"]
+        assert "isolate the runs" in (job.owner_log or "") and mode in (job.owner_log or "")
+        assert node.service.store.budget("alice").epsilon_spent == 0
+        assert scanned == []
+    finally:
+        jobs.close()
+        node.service.close()

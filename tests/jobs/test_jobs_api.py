@@ -36,18 +36,21 @@ def wait(http: TestClient, node: TestNode, job_id: str, who: str = "alice") -> d
     raise AssertionError(f"job {job_id} did not finish")
 
 
-def test_a_dp_job_over_http_runs_in_the_background_and_reports_progress(
+def test_a_dp_job_over_http_runs_in_the_background_on_its_timetable(
     http: TestClient, node: TestNode
 ) -> None:
+    """The scientist sees the timetable (no progress): 1 s to start, 6 slots of 0.25 + 0.4 s."""
     r = http.post("/v1/jobs", json=dp(SLOW_MEAN, partitions=6), headers=auth(node, "alice"))
     assert r.status_code == 200, r.text
     job = r.json()
-    assert job["status"] in ("queued", "running") and job["progress"]["total"] == 6
+    assert job["status"] in ("queued", "running") and job["progress"] is None
+    assert job["params"]["timetable"]["seconds"] == pytest.approx(1 + 6 * 0.65)
+    assert job["params"]["timetable"]["parallel"] == 1
     # the node keeps serving while the job runs
     assert http.get("/healthz").status_code == 200
     done = wait(http, node, job["id"])
     assert done["status"] == "done"
-    assert done["progress"] == {"done": 6, "total": 6}
+    assert done["progress"] is None and done["finishes_at"] is None
     assert set(done["result"]) >= {"value", "cost", "summary", "partitions", "bounds"}
     budget = http.get("/v1/budget", headers=auth(node, "alice")).json()
     assert budget["epsilon_spent"] == done["result"]["cost"]["epsilon"]
@@ -127,6 +130,8 @@ def test_bad_submissions_are_refused_with_the_error_envelope(
         ({**dp(SLOW_MEAN), "params": {"bounds": [1, 0], "epsilon": 1, "partitions": 3}}, 422),
         ({**dp(SLOW_MEAN), "params": {"bounds": [0, 1], "epsilon": 1, "partitions": 5000}}, 400),
         ({**dp(SLOW_MEAN), "params": {"bounds": [0, 1], "epsilon": 50, "partitions": 5}}, 403),
+        ({**dp(SLOW_MEAN, run_seconds=6)}, 400),  # more than job_wall_seconds (5)
+        ({**dp(SLOW_MEAN, run_seconds=0.01)}, 422),
         ({**dp(SLOW_MEAN), "request_id": "bad id!"}, 400),
         ({**dp(SLOW_MEAN), "kind": "pickle"}, 400),
     ]

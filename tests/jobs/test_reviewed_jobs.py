@@ -91,20 +91,30 @@ def test_small_counts_fail_the_checks_and_cannot_be_released(jobs: JobService) -
     assert jobs.deny(job.id, actor="owner").status == "denied"
 
 
-def test_a_failing_private_run_tells_the_scientist_nothing_but_that_it_failed(
+def test_a_failing_private_run_goes_to_output_review_as_a_failing_check(
     jobs: JobService,
 ) -> None:
+    """A private run that fails used to make the job ``failed`` at once, while one that
+    succeeded went to ``output_review``: one bit of the private data, chosen by the code,
+    before any review. Now both go to output review; the failure is a failing check the owner
+    sees (with the log) and can only deny, and the scientist learns nothing more."""
     source = "def f(df):\n    raise ValueError(df['age'].iloc[0])\n"
     alice = jobs.node.store.get_user("alice")
     job = jobs.submit(alice, reviewed(source))
     assert job.public()["mock"]["error"] == "exited with status 1"
     assert "ValueError" in job.public()["mock"]["log"]  # mock data: fine to show
     job = jobs.approve(job.id, actor="owner")
-    assert job.status == "failed"
-    assert job.public()["error"]["code"] == "internal_error"
-    assert "ValueError" not in job.public()["error"]["message"]
-    assert job.public()["result"] is None
+    assert job.status == "output_review"
+    assert job.output is None and job.public()["result"] is None
+    assert job.public()["error"] is None
+    [check] = job.checks or []
+    assert check["check"] == "run" and not check["ok"] and "exited with status 1" in check["detail"]
     assert "ValueError" in (job.owner_log or "")
+    private = {k: v for k, v in job.public().items() if k != "mock"}  # the mock run is public
+    assert "ValueError" not in repr(private)
+    with pytest.raises(BadRequest, match="cannot be released"):
+        jobs.approve(job.id, actor="owner")
+    assert jobs.deny(job.id, actor="owner", reason="it failed").status == "denied"
 
 
 def test_dp_jobs_cannot_be_approved_or_denied(jobs: JobService) -> None:
