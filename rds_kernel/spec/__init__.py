@@ -20,7 +20,9 @@ filter, derived columns, an optional group-by and a list of aggregates, plus the
 from rds_kernel.spec._expr import (
     AGGREGATE_OPS,
     MAX_BOUND,
+    MAX_EPSILON,
     MAX_GROUPS,
+    MIN_EPSILON,
     MIN_WIDTH,
     Aggregate,
     Expr,
@@ -42,12 +44,14 @@ from rds_kernel.spec._validate import (
     expr_info,
     validate,
 )
-from rds_kernel.spec._wire import QuerySpec
+from rds_kernel.spec._wire import QuerySpec, number
 
 __all__ = [
     "AGGREGATE_OPS",
     "MAX_BOUND",
+    "MAX_EPSILON",
     "MAX_GROUPS",
+    "MIN_EPSILON",
     "MIN_WIDTH",
     "Aggregate",
     "ColumnInfo",
@@ -64,6 +68,7 @@ __all__ = [
     "lit",
     "mean",
     "median",
+    "number",
     "quantile",
     "sum",
     "validate",

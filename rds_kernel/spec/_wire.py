@@ -116,6 +116,15 @@ def _number(value: Any, what: str) -> float:
     return value
 
 
+def number(value: Any, what: str) -> float:
+    """An untrusted JSON number as a finite float, or a ``SpecError`` that names ``what``.
+
+    The one rule for every number a scientist sends (queries and code jobs alike): no bools,
+    no integers beyond 64 bits (``float()`` of a 401-digit integer raises), nothing infinite.
+    """
+    return float(_number(value, what))
+
+
 def _parse_spec(raw: Any) -> QuerySpec:
     if not isinstance(raw, dict):
         raise _bad("a query spec must be a JSON object")
