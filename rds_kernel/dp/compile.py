@@ -16,12 +16,21 @@ then ``select`` or ``group_by(...).agg``, then a left join onto the public key s
 are checked to be unique: a repeated key would reveal whether it is in the data). Unknown
 keys are released through OpenDP's threshold on the noisy row count, which is added when the
 query has none.
+
+**Every component has a noise expression of its own** (:meth:`CompiledQuery.with_scales`).
+OpenDP fills a public key without rows with ``0.repeat(len()).noise(scale)``, one expression
+for every component of one kind and scale, and polars' common-subexpression elimination then
+evaluates it once: ``count()`` and ``count(col)`` of an absent key came back equal, those of a
+present key did not — whether a key is in the data, at any ε. So each component's scale is set
+explicitly, ``1 + i * 2**-20`` times its default, which makes every expression distinct (and
+costs a millionth of the budget's precision).
 """
 
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import polars as pl
@@ -39,13 +48,21 @@ __all__ = ["CompiledQuery", "Component", "Output", "compile_query"]
 Kind = Literal["len", "count", "sum", "quantile"]
 
 
+Maker = Callable[[float | None], pl.Expr]
+"""Builds a component's DP expression for an explicit noise scale (``None``: OpenDP's default)."""
+
+
 @dataclass(frozen=True)
 class Component:
     """One noisy aggregate in the plan, under an internal column name."""
 
     name: str
     kind: Kind
-    expr: pl.Expr
+    make: Maker
+
+    @property
+    def expr(self) -> pl.Expr:
+        return self.make(None).alias(self.name)
 
 
 @dataclass(frozen=True)
@@ -75,6 +92,13 @@ class CompiledQuery:
     filtered: bool
     columns: frozenset[str]
     """The dataset columns the plan reads (at least one, so the frame keeps its length)."""
+    rows: pl.LazyFrame
+    """The rows the aggregates see: derived columns, filter and truncation applied."""
+
+    def with_scales(self, scales: Mapping[str, float]) -> CompiledQuery:
+        """The same query with an explicit noise scale for each component (by name)."""
+        aggs = [c.make(scales[c.name]).alias(c.name) for c in self.components]
+        return replace(self, plan=_aggregate(self.rows, self.group_by, self.keys, aggs))
 
 
 class _Components:
@@ -86,14 +110,14 @@ class _Components:
         self.items: list[Component] = []
         self.len_name: str | None = None
 
-    def add(self, kind: Kind, expr: pl.Expr) -> str:
+    def add(self, kind: Kind, make: Maker) -> str:
         name = f"{self.prefix}{len(self.items)}"
-        self.items.append(Component(name, kind, expr.alias(name)))
+        self.items.append(Component(name, kind, make))
         return name
 
     def row_count(self) -> str:
         if self.len_name is None:
-            self.len_name = self.add("len", dp_row_count())
+            self.len_name = self.add("len", dp_row_count)
         return self.len_name
 
 
@@ -101,7 +125,8 @@ def _output(agg: ResolvedAggregate, parts: _Components) -> Output:
     if agg.op == "count":
         if agg.column is None:
             return Output(agg.alias, agg.op, (parts.row_count(),))
-        name = parts.add("count", dp_count(pl.col(agg.column)))
+        column = agg.column
+        name = parts.add("count", lambda scale: dp_count(pl.col(column), scale))
         return Output(agg.alias, agg.op, (name,))
     assert agg.input is not None and agg.column is not None  # validation resolves them
     x = pl.col(agg.column)
@@ -111,17 +136,18 @@ def _output(agg: ResolvedAggregate, parts: _Components) -> Output:
     assert agg.bounds is not None
     purpose = {"sum": "sum", "mean": "mean", "variance": "variance"}[agg.op]
     enc = encode(x, agg.input.type, agg.bounds, agg.fill_null, purpose)  # type: ignore[arg-type]
-    s = parts.add("sum", dp_sum(enc.value, enc.bounds))
+    s = parts.add("sum", lambda scale: dp_sum(enc.value, enc.bounds, scale))
     if agg.op == "sum":
         return Output(agg.alias, agg.op, (s,), enc)
     if agg.op == "mean":
         return Output(agg.alias, agg.op, (s, parts.row_count()), enc)
     assert enc.square is not None and enc.square_bounds is not None
-    s2 = parts.add("sum", dp_sum(enc.square, enc.square_bounds))
+    square, square_bounds = enc.square, enc.square_bounds
+    s2 = parts.add("sum", lambda scale: dp_sum(square, square_bounds, scale))
     return Output(agg.alias, agg.op, (s, s2, parts.row_count()), enc)
 
 
-def _quantile(agg: ResolvedAggregate, x: pl.Expr) -> pl.Expr:
+def _quantile(agg: ResolvedAggregate, x: pl.Expr) -> Maker:
     assert agg.input is not None and agg.candidates is not None and agg.alpha is not None
     candidates = agg.candidates
     fill = candidates[0] if agg.fill_null is None else agg.fill_null
@@ -131,10 +157,12 @@ def _quantile(agg: ResolvedAggregate, x: pl.Expr) -> pl.Expr:
         if agg.input.type == "bool":
             x = x.cast(pl.Int64)
         ints = [int(c) for c in candidates]
-        return dp_quantile(x.fill_null(int(fill)), agg.alpha, ints)
+        filled, alpha = x.fill_null(int(fill)), agg.alpha
+        return lambda scale: dp_quantile(filled, alpha, ints, scale)
     fill = float(fill)
-    x = x.cast(pl.Float64).fill_nan(fill).fill_null(fill)
-    return dp_quantile(x, agg.alpha, [float(c) for c in candidates])
+    floats, alpha = x.cast(pl.Float64).fill_nan(fill).fill_null(fill), agg.alpha
+    values = [float(c) for c in candidates]
+    return lambda scale: dp_quantile(floats, alpha, values, scale)
 
 
 def _key_frame(query: ValidatedQuery, schema: dict[str, Any]) -> pl.DataFrame:
@@ -178,17 +206,9 @@ def compile_query(query: ValidatedQuery, schema: Schema, space: InputSpace) -> C
     thresholded = bool(by) and query.keys is None
     if thresholded:
         parts.row_count()  # OpenDP thresholds unknown keys on a noisy row count
-    aggs = [c.expr for c in parts.items]
-    keys = None
-    if not by:
-        plan = lf.select(aggs)
-    else:
-        plan = lf.group_by(list(by)).agg(aggs)
-        if query.keys is not None:
-            keys = _key_frame(query, dict(lf.collect_schema()))
-            plan = keys.lazy().join(plan, on=list(by), how="left", nulls_equal=True)
+    keys = _key_frame(query, dict(lf.collect_schema())) if by and query.keys is not None else None
     return CompiledQuery(
-        plan=plan,
+        plan=_aggregate(lf, by, keys, [c.expr for c in parts.items]),
         components=tuple(parts.items),
         outputs=outputs,
         group_by=by,
@@ -196,7 +216,19 @@ def compile_query(query: ValidatedQuery, schema: Schema, space: InputSpace) -> C
         thresholded=thresholded,
         filtered=spec.filter is not None or truncation is not None,
         columns=_columns_read(query, schema),
+        rows=lf,
     )
+
+
+def _aggregate(
+    lf: pl.LazyFrame, by: tuple[str, ...], keys: pl.DataFrame | None, aggs: list[pl.Expr]
+) -> pl.LazyFrame:
+    if not by:
+        return lf.select(aggs)
+    plan = lf.group_by(list(by)).agg(aggs)
+    if keys is not None:
+        plan = keys.lazy().join(plan, on=list(by), how="left", nulls_equal=True)
+    return plan
 
 
 def _referenced(node: dict[str, Any]) -> set[str]:

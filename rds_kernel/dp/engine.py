@@ -29,7 +29,7 @@ import polars as pl
 
 from rds_kernel.dp._opendp import OpenDPException, dp
 from rds_kernel.dp.accuracy import ALPHA, Noise, derived_accuracy, noise_accuracy, summarize
-from rds_kernel.dp.calibrate import Calibration, calibrate
+from rds_kernel.dp.calibrate import NO_THRESHOLD, Calibration, calibrate
 from rds_kernel.dp.compile import CompiledQuery, Output, compile_query
 from rds_kernel.dp.space import conform, input_space
 from rds_kernel.errors import InternalError, SpecError
@@ -122,6 +122,15 @@ def prepare(query: ValidatedQuery, schema: Schema) -> PreparedQuery:
                 threshold=threshold,
             )
 
+        # Each component's own noise expression: its default scale (at global scale 1) times
+        # 1 + i * 2**-20, so no two are equal and polars cannot merge them (see .compile).
+        defaults = _noise(build(1.0, NO_THRESHOLD if compiled.thresholded else None))
+        compiled = compiled.with_scales(
+            {
+                c.name: defaults[c.name].scale * (1 + i * _SPREAD)
+                for i, c in enumerate(compiled.components)
+            }
+        )
         calibration = calibrate(
             build,
             space.d_in,
@@ -143,6 +152,7 @@ def prepare(query: ValidatedQuery, schema: Schema) -> PreparedQuery:
     return PreparedQuery(query, schema, compiled, calibration, noise, summary)
 
 
+_SPREAD = 2.0**-20  # relative step between the components' scales
 ROWS_PER_UNIT = 10_000
 CANDIDATES_PER_UNIT = 64
 
