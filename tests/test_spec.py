@@ -333,3 +333,50 @@ def test_an_epsilon_too_small_to_mean_anything_is_refused_clearly(epsilon: float
     raw = {"dataset": "p", "aggregates": [{"op": "count"}], "epsilon": epsilon}
     with pytest.raises(SpecError, match="is below 1e-06: the answer would be only noise"):
         QuerySpec.from_dict(raw)
+
+
+@pytest.mark.parametrize(
+    "expr",
+    [
+        {"op": [], "args": []},
+        {"op": {"x": 1}, "args": []},
+    ],
+)
+def test_an_unhashable_operation_is_a_spec_error(expr: dict[str, Any]) -> None:
+    """{"op": []} made `op not in PARAMS` raise TypeError: a 500 instead of a 422."""
+    raw = {"dataset": "p", "aggregates": [{"op": "count"}], "epsilon": 1.0, "filter": expr}
+    with pytest.raises(SpecError, match="unknown operation"):
+        QuerySpec.from_dict(raw)
+    raw = {"dataset": "p", "aggregates": [{"op": []}], "epsilon": 1.0}
+    with pytest.raises(SpecError, match="not supported"):
+        QuerySpec.from_dict(raw)
+
+
+def test_bin_edges_must_differ_as_floats() -> None:
+    """2**53 and 2**53 + 1 are increasing as Python ints but one edge as floats: polars then
+    failed at run time, after the mechanism (a charged 500)."""
+    edges = [9007199254740992.0, 9007199254740993]
+    raw = {
+        "dataset": "p",
+        "aggregates": [{"op": "count"}],
+        "epsilon": 1.0,
+        "group_by": {"by": ["b"]},
+        "with_columns": [
+            {"name": "b", "expr": {"op": "bin", "args": [{"col": "age"}], "edges": edges}}
+        ],
+    }
+    with pytest.raises(SpecError, match="strictly increasing"):
+        QuerySpec.from_dict(raw)
+
+
+def test_the_size_limit_applies_to_a_spec_sent_as_an_object() -> None:
+    """MAX_SPEC_BYTES was only checked on JSON text; over HTTP the spec arrives parsed."""
+    keys = [f"k{i:04d}" + "x" * 60 for i in range(1000)]
+    raw = {
+        "dataset": "p",
+        "aggregates": [{"op": "count"}],
+        "epsilon": 1.0,
+        "group_by": {"by": ["s"], "keys": {"s": keys}},
+    }
+    with pytest.raises(SpecError, match="the limit is"):
+        QuerySpec.from_dict(raw)

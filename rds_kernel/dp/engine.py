@@ -192,7 +192,9 @@ def execute(prepared: PreparedQuery, data: pl.LazyFrame) -> ReleaseResult:
     try:
         private = conform(data, prepared.schema, prepared.compiled.columns)
         frame = prepared.measurement(private).collect()
-    except Exception:
+    except (Exception, pl.exceptions.PanicException):
+        # (a Rust panic in polars is a BaseException: it must fail here like any error, so
+        # that the release path charges it rather than letting it escape uncharged)
         # the cause may quote private values: the owner's log gets it, the scientist does not
         log.exception("executing a prepared query failed")
         raise InternalError(
@@ -220,8 +222,10 @@ def _decode(prepared: PreparedQuery, frame: pl.DataFrame) -> ReleaseResult:
     by = list(compiled.group_by)
     if compiled.keys is not None:
         # the join does not keep the key order: put the rows back in the public order
-        order = compiled.keys.with_row_index("__order")
-        frame = order.join(frame, on=by, how="left", nulls_equal=True).sort("__order")
+        position = _unused("__order", frame.columns)  # a key column may be called __order
+        order = compiled.keys.with_row_index(position)
+        frame = order.join(frame, on=by, how="left", nulls_equal=True).sort(position)
+        frame = frame.drop(position)
     elif by:
         frame = frame.sort(by, nulls_last=True)
     accuracy: dict[str, float | None] = {}
@@ -296,6 +300,12 @@ def _read(
         values.append(_finite(value))
         accs.append(derived_accuracy(out, [*noisy, n], noise))
     return values, accs
+
+
+def _unused(name: str, taken: Sequence[str]) -> str:
+    while name in taken:
+        name = "_" + name
+    return name
 
 
 def _json_value(v: Any) -> Any:

@@ -67,8 +67,7 @@ _TODO: dict[Limit, str] = {
     "user": "spend at most what is left, or ask the owner for more with "
     "rds.request_budget(node, epsilon=..., reason=...)",
     "dataset": "spend at most what is left, or ask the owner to raise your cap on {dataset!r}",
-    "global": "spend at most what is left, or ask the owner whether the global cap on "
-    "{dataset!r} can be raised",
+    "global": "ask the owner whether the global cap on {dataset!r} can be raised",
 }
 
 
@@ -358,14 +357,21 @@ def _exceeded(
             lefts.append(f"{symbol}={shown_have}")
     where = _WHERE[limit].format(dataset=dataset)
     todo = _TODO[limit].format(dataset=dataset)
+    detail: dict[str, Any] = {
+        "needed": {"epsilon": needed[0], "delta": needed[1]},
+        "limit": limit,
+        "dataset": dataset,
+    }
+    if limit == "global":
+        # what is left of a cap shared by everyone tells one scientist what the others spent
+        return BudgetExceeded(
+            f"needs {', '.join(needs)}, more than is left {where}; nothing was charged — {todo}",
+            detail,
+        )
+    detail["remaining"] = {"epsilon": left[0], "delta": left[1]}
     return BudgetExceeded(
         f"needs {', '.join(needs)}, {', '.join(lefts)} left {where}; nothing was charged — {todo}",
-        {
-            "needed": {"epsilon": needed[0], "delta": needed[1]},
-            "remaining": {"epsilon": left[0], "delta": left[1]},
-            "limit": limit,
-            "dataset": dataset,
-        },
+        detail,
     )
 
 

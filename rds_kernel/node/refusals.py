@@ -5,8 +5,10 @@ dataset, ε, δ, the request_id), each checked for type and cut short: the audit
 made to hold a megabyte or an object.
 
 Authentication failures come from anyone, so they are coalesced: at most one audit row per
-client address and :data:`AUTH_WINDOW` seconds, counting the failures since the last row —
-a flood of bad tokens costs the database almost nothing and still leaves its trace.
+client address and :data:`AUTH_WINDOW` seconds, with the number left out since — a flood of
+bad tokens costs the database almost nothing and still leaves its trace. A user's refused
+requests are recorded in full up to :data:`REFUSALS_PER_WINDOW` per window, then counted the
+same way.
 
 >>> asked({"dataset": "patients", "epsilon": 0.5, "aggregates": ["..."]}, "r-1")
 {'request_id': 'r-1', 'dataset': 'patients', 'epsilon': 0.5}
@@ -20,9 +22,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["AUTH_WINDOW", "AuthFailures", "asked"]
+__all__ = ["AUTH_WINDOW", "REFUSALS_PER_WINDOW", "AuthFailures", "Coalescer", "asked"]
 
 AUTH_WINDOW = 60.0  # seconds
+REFUSALS_PER_WINDOW = 30  # audit rows of refused requests per user and window
 _TEXT = 128  # characters kept of an asked-for text
 
 
@@ -56,8 +59,52 @@ def asked(raw: Any, request_id: Any = None) -> dict[str, Any]:
     return {k: v for k, v in fields.items() if v is not None}
 
 
+class Coalescer:
+    """Writes at most ``burst`` audit rows per key (a client, a user) and window.
+
+    Beyond that, events are counted, and the next row written for the key says how many were
+    left out (``"unrecorded"``): a flood costs the database almost nothing and still leaves its
+    trace and its size.
+    """
+
+    def __init__(
+        self,
+        write: Callable[[dict[str, Any]], None],
+        *,
+        burst: int,
+        window: float = AUTH_WINDOW,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._write = write
+        self._burst = burst
+        self._window = window
+        self._clock = clock
+        self._windows: dict[str, tuple[float, int]] = {}  # key -> (window start, rows written)
+        self._unrecorded: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def record(self, key: str, detail: dict[str, Any]) -> None:
+        """Write ``detail`` for ``key`` unless the key used up its rows for this window."""
+        now = self._clock()
+        with self._lock:
+            start, written = self._windows.get(key, (now, 0))
+            if now - start >= self._window:
+                start, written = now, 0
+            if written >= self._burst:
+                self._unrecorded[key] = self._unrecorded.get(key, 0) + 1
+                self._windows[key] = (start, written)
+                return
+            self._windows[key] = (start, written + 1)
+            left_out = self._unrecorded.pop(key, 0)
+            if len(self._windows) > 10_000:  # forget the oldest keys; the maps stay bounded
+                for old in sorted(self._windows, key=lambda k: self._windows[k][0])[:5_000]:
+                    self._windows.pop(old, None)
+                    self._unrecorded.pop(old, None)
+        self._write({**detail, "unrecorded": left_out} if left_out else detail)
+
+
 class AuthFailures:
-    """Coalesces authentication failures per client into one audit row per window."""
+    """Authentication failures: one audit row per client and window, with the count since."""
 
     def __init__(
         self,
@@ -65,24 +112,8 @@ class AuthFailures:
         window: float = AUTH_WINDOW,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._write = write
-        self._window = window
-        self._clock = clock
-        self._last: dict[str, float] = {}
-        self._pending: dict[str, int] = {}
-        self._lock = threading.Lock()
+        self._rows = Coalescer(write, burst=1, window=window, clock=clock)
 
     def record(self, client: str, path: str, reason: str) -> None:
         """Count one failure; write an audit row unless one was written for ``client`` lately."""
-        now = self._clock()
-        with self._lock:
-            self._pending[client] = self._pending.get(client, 0) + 1
-            if now - self._last.get(client, -math.inf) < self._window:
-                return
-            count = self._pending.pop(client)
-            self._last[client] = now
-            if len(self._last) > 10_000:  # forget the oldest clients; the map stays bounded
-                for old in sorted(self._last, key=self._last.__getitem__)[:5_000]:
-                    self._last.pop(old, None)
-                    self._pending.pop(old, None)
-        self._write({"client": client[:64], "path": path[:200], "reason": reason, "count": count})
+        self._rows.record(client, {"client": client[:64], "path": path[:200], "reason": reason})

@@ -33,7 +33,7 @@ from rds_kernel.node.admission import HEAVY_WORK, Abandoned, Admission
 from rds_kernel.node.datasets import Dataset, DatasetRegistry
 from rds_kernel.node.prepared import PreparedCache, weight
 from rds_kernel.node.records import BudgetLine, BudgetView, User
-from rds_kernel.node.refusals import AuthFailures, asked
+from rds_kernel.node.refusals import REFUSALS_PER_WINDOW, AuthFailures, Coalescer, asked
 from rds_kernel.node.settings import NodeSettings
 from rds_kernel.node.store import Store
 from rds_kernel.node.tables import json_safe
@@ -70,6 +70,10 @@ class NodeService:
         )
         self._auth_failures = AuthFailures(
             lambda detail: self.store.audit("anonymous", "auth.failed", detail)
+        )
+        self._refusals = Coalescer(
+            lambda d: self.store.audit(d.pop("actor"), d.pop("action"), d),
+            burst=REFUSALS_PER_WINDOW,
         )
 
     def close(self) -> None:
@@ -167,9 +171,13 @@ class NodeService:
             raise
 
     def refused(self, actor: str, action: str, what: dict[str, Any], error: RdsError) -> None:
-        """Audit a refusal once, whatever the entry point: who, what was asked, and why not."""
+        """Audit a refusal once, whatever the entry point: who, what was asked, and why not.
+
+        Up to ``REFUSALS_PER_WINDOW`` rows per user and minute; beyond, the next row counts
+        the ones left out (a scientist cannot grow the database without limit).
+        """
         detail = {**what, "code": error.code, "reason": error.message[:500]}
-        self.store.audit(actor, action, detail)
+        self._refusals.record(actor, {"action": action, "actor": actor, **detail})
 
     def auth_failed(self, client: str, path: str, reason: str) -> None:
         """Audit a failed authentication (coalesced per client, see ``refusals.AuthFailures``)."""

@@ -82,7 +82,11 @@ class QuerySpec:
     @classmethod
     def from_dict(cls, raw: Any) -> QuerySpec:
         """Parse an untrusted wire document; :func:`validate` then checks its meaning."""
-        return _parse_spec(raw)
+        spec = _parse_spec(raw)
+        size = len(spec.to_json())  # the same limit as from_json, on the canonical text
+        if size > MAX_SPEC_BYTES:
+            raise _bad(f"the query spec is {size} bytes; the limit is {MAX_SPEC_BYTES}")
+        return spec
 
 
 def _reject_constant(name: str) -> Any:
@@ -232,7 +236,7 @@ def _parse_expr(raw: Any, where: str, depth: int, counter: list[int]) -> dict[st
             raise _bad(f"{where}: a literal has only the key 'lit'")
         return {"lit": _literal(raw["lit"], f"{where}: literal")}
     op = raw.get("op")
-    if op not in PARAMS:
+    if not isinstance(op, str) or op not in PARAMS:
         raise _bad(f"{where}: unknown operation {op!r}", allowed=sorted(PARAMS))
     extra = set(raw) - {"op", "args"} - PARAMS[op]
     missing = PARAMS[op] - set(raw)
@@ -269,8 +273,9 @@ def _parse_expr(raw: Any, where: str, depth: int, counter: list[int]) -> dict[st
         if not isinstance(edges, list) or not 1 <= len(edges) <= MAX_VALUES:
             raise _bad(f"{where}: bin needs a list of 1 to {MAX_VALUES} edges")
         edges = [_number(e, f"{where}: bin edge") for e in edges]
-        if any(b <= a for a, b in itertools.pairwise(edges)):
-            raise _bad(f"{where}: bin edges must be strictly increasing")
+        # compared as the floats polars will cut with: 2**53 and 2**53 + 1 are one edge there
+        if any(float(b) <= float(a) for a, b in itertools.pairwise(edges)):
+            raise _bad(f"{where}: bin edges must be strictly increasing (as 64-bit floats)")
         node["edges"] = edges
     elif op == "fill_null":
         node["value"] = _literal(raw["value"], f"{where}: fill_null value")
@@ -316,7 +321,7 @@ def _parse_agg(raw: Any, i: int) -> Aggregate:
     if unknown:
         raise _bad(f"{where}: unknown field(s) {sorted(unknown)}", allowed=sorted(_AGG_KEYS))
     op = raw.get("op")
-    if op not in AGGREGATE_OPS:
+    if not isinstance(op, str) or op not in AGGREGATE_OPS:
         raise _bad(
             f"{where}: aggregate {op!r} is not supported; use one of {', '.join(AGGREGATE_OPS)}"
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+from typing import Any
 
 import polars as pl
 import pytest
@@ -291,3 +292,31 @@ def test_opendp_refusals_do_not_quote_rust_internals() -> None:
     message = refused.value.message
     assert "ErrString" not in message and "Error(" not in message
     assert "could not extract number" in message and "derived columns" in message
+
+
+def test_a_key_column_called_like_the_decoders_own_is_decoded() -> None:
+    """The decoder ordered rows by a column named __order: a derived group-by column of that
+    name collided with it, after the mechanism had run (a charged 500)."""
+    schema = Schema.from_dict(
+        {"name": "p", "columns": {"sex": {"type": "category", "categories": ["F", "M"]}}}
+    )
+    query = Query("p").with_columns(__order=col("sex")).group_by("__order").agg(count())
+    p = prepare(validate(query.spec(epsilon=BIG), schema), schema)
+    result = execute(p, pl.DataFrame({"sex": ["F"] * 10}).lazy())
+    assert result.columns == ["__order", "count"]
+    assert [row[0] for row in result.rows] == ["F", "M"]
+
+
+def test_a_rust_panic_while_running_is_an_internal_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """polars' PanicException is a BaseException: it escaped the release path's handlers, and
+    with them the charge for a release that had run."""
+    schema = Schema.from_dict({"name": "p", "columns": {"age": {"type": "int", "bounds": [0, 9]}}})
+    p = prepare(validate(Query("p").agg(count()).spec(epsilon=1.0), schema), schema)
+
+    class Panicking:
+        def collect(self) -> Any:
+            raise pl.exceptions.PanicException("a data-dependent panic")
+
+    monkeypatch.setattr(type(p), "measurement", property(lambda self: lambda _d: Panicking()))
+    with pytest.raises(InternalError):
+        execute(p, pl.DataFrame({"age": [1]}).lazy())

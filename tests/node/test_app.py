@@ -119,7 +119,9 @@ def test_running_out_of_budget_refuses_and_charges_nothing(
     assert r.status_code == 403
     err = r.json()["error"]
     assert err["code"] == "budget_exceeded"
-    assert re.match(r"needs ε=0.5, ε=[0-9.e-]+ left on this node; nothing was charged", err["message"])
+    assert re.match(
+        r"needs ε=0.5, ε=[0-9.e-]+ left on this node; nothing was charged", err["message"]
+    )
     assert "ask the owner" in err["message"]
     assert err["detail"]["needed"]["epsilon"] == pytest.approx(0.5)
     assert spent(http, node, "bob") == before <= 1.0
@@ -558,8 +560,22 @@ def test_authentication_failures_are_coalesced_per_client_and_window() -> None:
     failures.record("10.0.0.2", "/v1/budget", "no token")
     now[0] = 61.0
     failures.record("10.0.0.1", "/v1/node", "bad token")
-    assert [(r["client"], r["count"]) for r in rows] == [
-        ("10.0.0.1", 1),
-        ("10.0.0.2", 1),
-        ("10.0.0.1", 1000),
+    assert [(r["client"], r.get("unrecorded", 0)) for r in rows] == [
+        ("10.0.0.1", 0),
+        ("10.0.0.2", 0),
+        ("10.0.0.1", 999),
     ]
+
+
+def test_one_scientists_refusals_cannot_grow_the_audit_log_without_limit(
+    http: TestClient, node: TestNode
+) -> None:
+    """Every refused release wrote one row: a scientist could fill the database. Now up to 30
+    a minute are recorded in full and the rest counted in the next row."""
+    bad = {**spec(), "filter": {"col": "ssn"}}
+    for i in range(40):
+        body = {"request_id": f"bad-{i}", "spec": bad}
+        assert http.post("/v1/queries", json=body, headers=auth(node, "alice")).status_code == 422
+    entries = http.get("/v1/admin/audit?limit=1000", headers=auth(node, "owner")).json()["audit"]
+    refused = [e for e in entries if e["action"] == "release.refused" and e["actor"] == "alice"]
+    assert len(refused) == 30
