@@ -6,14 +6,17 @@ contract, copied verbatim), ``mock.parquet`` (generated from the schema alone, o
 owner's own mock file, checked strictly) and ``version`` (a random token written when the
 dataset is added). The directory is the registry: no database rows.
 
-A replace builds the new directory beside the old one and renames it into place, so a reader
-sees one version or the other. Everything cached about a dataset (its schema here, prepared
-measurements in the node) is keyed on the version token: an inode or a timestamp can come back
-after two replaces and pair an old schema with new data; a 128-bit random token does not.
+Each version has a directory of its own and ``NAME`` links to the current one: a replace
+swaps the link in one atomic rename, so a reader sees one version or the other, and a release
+that began on a version reads that version to its end. Everything cached about a dataset (its
+schema here, prepared measurements in the node) is keyed on the version token: an inode or a
+timestamp can come back after two replaces and pair an old schema with new data; a 128-bit
+random token does not.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
 import shutil
@@ -108,23 +111,30 @@ class DatasetRegistry:
     def names(self) -> list[str]:
         if not self.root.is_dir():
             return []
-        return sorted(p.name for p in self.root.iterdir() if (p / DATA_FILE).is_file())
+        return sorted(
+            p.name
+            for p in self.root.iterdir()
+            if not p.name.startswith(".") and (p / DATA_FILE).is_file()
+        )
 
     def get(self, name: str) -> Dataset:
-        """The dataset called ``name``; :class:`NotFound` (listing the others) if absent."""
-        directory = self.root / name
-        version = _version(directory) if _NAME.fullmatch(name) else None
+        """The dataset called ``name``; :class:`NotFound` (listing the others) if absent.
+
+        Its ``directory`` is the version's own (the link resolved), so a release that started
+        on this version reads this version's rows to the end, even if the owner replaces the
+        dataset meanwhile.
+        """
+        directory = (self.root / name).resolve() if _NAME.fullmatch(name) else None
+        version = _version(directory) if directory is not None else None
         cached = self._cache.get(name)
         if cached is not None and cached.version == version:
             return cached
-        if version is None or not (directory / DATA_FILE).is_file():
+        if directory is None or version is None or not (directory / DATA_FILE).is_file():
             raise NotFound(
                 f"no dataset {name!r} on this node; available: {', '.join(self.names()) or 'none'}",
                 {"dataset": name},
             )
         schema = load_schema(directory / SCHEMA_FILE).with_name(name)
-        if _version(directory) != version:  # replaced while we read: read the new one
-            return self.get(name)
         ds = Dataset(name=name, schema=schema, directory=directory, version=version)
         self._cache[name] = ds
         return ds
@@ -145,14 +155,17 @@ class DatasetRegistry:
         """Validate and store a dataset: the schema, the private rows as Parquet, the mock.
 
         The data is checked against the schema (missing columns, types, nulls, categories)
-        before anything is written; a failed add leaves the node unchanged.
+        before anything is written; a failed add leaves the node unchanged. Each version lives
+        in a directory of its own, ``.NAME.TOKEN``; ``NAME`` is a link to the current one,
+        swapped in one atomic rename. The previous version is kept (a release may still be
+        reading it) and older ones are deleted.
         """
         if not _NAME.fullmatch(name):
             raise BadRequest(
                 f"dataset name {name!r} must start with a letter and use letters, digits, _ or -"
             )
         target = self.root / name
-        if target.exists() and not replace:
+        if (target.exists() or target.is_symlink()) and not replace:
             raise Conflict(f"dataset {name!r} already exists; pass --replace to overwrite it")
         schema = load_schema(schema_file).with_name(name)
         frame = check_frame(_read_table(data_file), schema, str(data_file))
@@ -162,24 +175,38 @@ class DatasetRegistry:
             rows = min(mock_rows, schema.public_row_count or mock_rows) or mock_rows
             mock = generate_mock(schema, n=rows, seed=MOCK_SEED)
         self.root.mkdir(parents=True, exist_ok=True)
+        token = secrets.token_hex(16)
+        version_dir = self.root / f".{name}.{token}"
+        link = self.root / f".{name}.link-{token}"
+        previous = target.resolve() if target.is_symlink() else None
         staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=self.root))
-        old = None
         try:
             shutil.copyfile(schema_file, staging / SCHEMA_FILE)
             frame.write_parquet(staging / DATA_FILE, compression=PRIVATE_COMPRESSION)
             mock.write_parquet(staging / MOCK_FILE)
-            (staging / VERSION_FILE).write_text(secrets.token_hex(16) + "\n")
-            if target.exists():
-                # move the old version aside first: the window without a dataset is two renames
-                old = Path(tempfile.mkdtemp(prefix=f".{name}-old-", dir=self.root))
-                target.rename(old / name)
-            staging.rename(target)
+            (staging / VERSION_FILE).write_text(token + "\n")
+            staging.rename(version_dir)
+            link.symlink_to(version_dir.name)
+            if target.exists() and not target.is_symlink():
+                # a dataset stored before versions had directories of their own
+                previous = self.root / f".{name}.{secrets.token_hex(16)}"
+                target.rename(previous)
+            os.replace(link, target)  # the one atomic step: readers see one version or the other
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
-            if old is not None and (old / name).exists() and not target.exists():
-                (old / name).rename(target)  # a failed replace leaves the old version serving
+            link.unlink(missing_ok=True)
+            if not (target.exists() or target.is_symlink()) and previous is not None:
+                previous.rename(target)  # a failed replace leaves the old version serving
+            if not target.is_symlink() or target.resolve() != version_dir:
+                shutil.rmtree(version_dir, ignore_errors=True)
             raise
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        self._prune(name, keep={version_dir, previous})
         self._cache.pop(name, None)
         return self.get(name)
+
+    def _prune(self, name: str, keep: set[Path | None]) -> None:
+        """Delete versions of ``name`` other than ``keep`` (the current and the previous)."""
+        kept = {p.resolve() for p in keep if p is not None}
+        for path in self.root.glob(f".{name}.*"):
+            if path.resolve() not in kept and not path.name.startswith(f".{name}.link-"):
+                shutil.rmtree(path, ignore_errors=True)

@@ -579,3 +579,55 @@ def test_one_scientists_refusals_cannot_grow_the_audit_log_without_limit(
     entries = http.get("/v1/admin/audit?limit=1000", headers=auth(node, "owner")).json()["audit"]
     refused = [e for e in entries if e["action"] == "release.refused" and e["actor"] == "alice"]
     assert len(refused) == 30
+
+
+def test_a_release_in_flight_keeps_reading_the_version_it_began_on(
+    node: TestNode, tmp_path: Path
+) -> None:
+    """A replace between preparing a release and scanning its rows ran the old version's
+    measurement on the new file (an owner-side race). Each version now has a directory of its
+    own: the dataset handle keeps reading its version; the previous one is kept for such
+    readers and older ones are deleted."""
+    registry = node.service.datasets
+    before = registry.get("patients")
+    rows_before = before.scan().select(pl.len()).collect().item()
+    data = tmp_path / "small.csv"
+    data.write_text("age,sex\n30,F\n40,M\n")
+    schema = tmp_path / "small.toml"
+    schema.write_text(
+        '[columns.age]\ntype = "int"\nbounds = [0, 120]\n'
+        '[columns.sex]\ntype = "category"\ncategories = ["F", "M"]\n'
+    )
+    registry.add("patients", data, schema, replace=True)
+    assert before.scan().select(pl.len()).collect().item() == rows_before
+    assert registry.get("patients").scan().select(pl.len()).collect().item() == 2
+    registry.add("patients", data, schema, replace=True)
+    registry.add("patients", data, schema, replace=True)
+    versions = sorted(p.name for p in registry.root.glob(".patients.*"))
+    assert len(versions) == 2  # the current one and the one before it
+    assert not before.directory.exists()
+    assert registry.names() == ["patients"]
+
+
+def test_a_dataset_stored_before_versions_had_directories_is_replaced(
+    node: TestNode, tmp_path: Path
+) -> None:
+    """A node directory from before: datasets/NAME is a plain directory without a version."""
+    registry = node.service.datasets
+    current = registry.get("patients").directory
+    legacy = registry.root / "patients"
+    legacy.unlink()
+    current.rename(legacy)
+    (legacy / "version").unlink()
+    old = registry.get("patients")
+    assert old.version.startswith("legacy-") and old.directory == legacy.resolve()
+    # (a handle on a plain directory follows its path: the first replace moves it aside)
+    data = tmp_path / "small.csv"
+    data.write_text("age\n30\n")
+    schema = tmp_path / "small.toml"
+    schema.write_text('[columns.age]\ntype = "int"\nbounds = [0, 120]\n')
+    new = registry.add("patients", data, schema, replace=True)
+    assert registry.root.joinpath("patients").is_symlink()
+    assert new.scan().select(pl.len()).collect().item() == 1
+    [kept] = [p for p in registry.root.glob(".patients.*") if p.resolve() != new.directory]
+    assert (kept / "data.parquet").is_file()  # the old rows, kept as the previous version
