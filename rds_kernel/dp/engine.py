@@ -32,6 +32,7 @@ from rds_kernel.dp.accuracy import ALPHA, Noise, derived_accuracy, noise_accurac
 from rds_kernel.dp.calibrate import NO_THRESHOLD, Calibration, calibrate
 from rds_kernel.dp.compile import CompiledQuery, Output, compile_query
 from rds_kernel.dp.space import conform, input_space
+from rds_kernel.dp.timing import deadline
 from rds_kernel.errors import InternalError, SpecError
 from rds_kernel.schema import Schema
 from rds_kernel.spec import MAX_GROUPS, ValidatedQuery
@@ -72,6 +73,26 @@ class PreparedQuery:
     def work(self) -> int:
         """An estimate of the work of one release, from public facts only (see :func:`work`)."""
         return work(self.compiled, self.query, self.schema)
+
+    def padding(self, rows: int) -> float | None:
+        """Seconds a release may take on at most ``rows`` rows (see :mod:`.timing`).
+
+        ``None`` when its cost cannot depend on the data beyond the dataset itself: no filter,
+        no group-by and no per-person truncation — every such release reads every row.
+        """
+        compiled = self.compiled
+        if not compiled.group_by and not compiled.filtered:
+            return None
+        candidates = sum(
+            len(a.candidates or ()) for a in self.query.aggregates if a.op == "quantile"
+        )
+        return deadline(
+            rows=rows,
+            components=len(compiled.components),
+            groups=_groups(compiled, self.query, rows, cap=rows) if compiled.group_by else 1,
+            public_keys=compiled.keys is not None,
+            candidates=candidates,
+        )
 
 
 @dataclass(frozen=True)
@@ -171,20 +192,30 @@ def work(compiled: CompiledQuery, query: ValidatedQuery, schema: Schema) -> int:
     components = len(compiled.components)
     candidates = sum(len(a.candidates or ()) for a in query.aggregates if a.op == "quantile")
     per_group = components + candidates // CANDIDATES_PER_UNIT
-    groups = 1
-    if compiled.keys is not None:
-        groups = compiled.keys.height
-    else:
-        for g in compiled.group_by:
-            info = query.columns[g]
-            size = len(info.keys) if info.keys is not None else None
-            if size is None and info.type == "bool":
-                size = 2
-            if size is None:
-                size = schema.public_row_count or MAX_GROUPS
-            groups *= size + int(info.nullable)
+    rows_known = schema.public_row_count
+    groups = _groups(compiled, query, rows_known or MAX_GROUPS, cap=rows_known)
     rows = schema.public_row_count or 0
     return groups * per_group + rows * components // ROWS_PER_UNIT
+
+
+def _groups(
+    compiled: CompiledQuery, query: ValidatedQuery, unbounded: int, *, cap: int | None
+) -> int:
+    """The most groups a release can have: its public keys, or the product of the grouped
+    columns' public domains, a column without one counting as ``unbounded`` groups; never more
+    than ``cap`` (a bound on the rows) when one is known."""
+    if compiled.keys is not None:
+        return int(compiled.keys.height)
+    groups = 1
+    for g in compiled.group_by:
+        info = query.columns[g]
+        size = len(info.keys) if info.keys is not None else None
+        if size is None and info.type == "bool":
+            size = 2
+        if size is None:
+            size = unbounded
+        groups *= size + int(info.nullable)
+    return min(groups, cap) if cap else groups
 
 
 def execute(prepared: PreparedQuery, data: pl.LazyFrame) -> ReleaseResult:

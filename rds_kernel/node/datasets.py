@@ -52,6 +52,16 @@ class Dataset:
     schema: Schema
     directory: Path
     version: str = ""  # the token written at add time: `dataset add --replace` writes anew
+    rows: int = 0  # the private rows stored (never shown; a bound on it pads release times)
+
+    @property
+    def rows_bound(self) -> int:
+        """A bound on the rows that releases may use in public ways (their padded time):
+        ``public_row_count`` if the owner published it, else the stored rows rounded up to a
+        power of two — so the time of a release says no more than that power of two."""
+        if self.schema.public_row_count is not None:
+            return max(self.schema.public_row_count, 1)
+        return 1 << max(self.rows - 1, 0).bit_length()
 
     @property
     def data_path(self) -> Path:
@@ -135,7 +145,8 @@ class DatasetRegistry:
                 {"dataset": name},
             )
         schema = load_schema(directory / SCHEMA_FILE).with_name(name)
-        ds = Dataset(name=name, schema=schema, directory=directory, version=version)
+        rows = pl.scan_parquet(directory / DATA_FILE).select(pl.len()).collect().item()
+        ds = Dataset(name=name, schema=schema, directory=directory, version=version, rows=rows)
         self._cache[name] = ds
         return ds
 

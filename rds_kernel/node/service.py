@@ -11,8 +11,12 @@ the measurement has run the release is charged whatever happens, a failure inclu
 from __future__ import annotations
 
 import logging
+import math
 import re
 import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.metadata import version
 from typing import Any
@@ -223,31 +227,59 @@ class NodeService:
         def run() -> Any:
             return json_safe(execute(prepared, ds.scan()).to_dict(), "the result")
 
+        # From here the time to answer could depend on the data: it is padded to a deadline
+        # from public facts (rds_kernel.dp.timing), whatever the outcome.
+        with self._padded(prepared.padding(ds.rows_bound)):
+            try:
+                heavy = prepared.work >= HEAVY_WORK
+                answer["result"] = self.admission.heavy(run) if heavy else run()
+            except Exception:
+                # The mechanism ran on the private data, so whether it failed may depend on
+                # the data: the failure is a release like any other and is charged.
+                log.exception("a release failed after running on the private data; charged")
+                answer["failed"] = True
+            charged = self.store.charge(
+                user=user,
+                dataset=ds.name,
+                request_id=request_id,
+                spec_hash=spec.hash(),
+                epsilon=eps,
+                delta=delta,
+                answer=answer,
+            )
+            rel = charged.release
+            return self._answer(
+                rel.answer,
+                request_id,
+                replayed=charged.replayed,
+                user=user,
+                created_at=rel.created_at.isoformat(),
+                budget=charged.budget,
+            )
+
+    @contextmanager
+    def _padded(self, seconds: float | None) -> Iterator[None]:
+        """Hold the answer (or the error) until ``seconds`` after entering, if given."""
+        factor = self.settings.release_padding
+        if seconds is None or factor <= 0:
+            yield
+            return
+        padding = seconds * factor
+        until = time.monotonic() + padding
         try:
-            answer["result"] = self.admission.heavy(run) if prepared.work >= HEAVY_WORK else run()
-        except Exception:
-            # The mechanism ran on the private data, so whether it failed may depend on the
-            # data: the failure is a release like any other and is charged (never a free bit).
-            log.exception("a release failed after running on the private data; charged")
-            answer["failed"] = True
-        charged = self.store.charge(
-            user=user,
-            dataset=ds.name,
-            request_id=request_id,
-            spec_hash=spec.hash(),
-            epsilon=eps,
-            delta=delta,
-            answer=answer,
-        )
-        rel = charged.release
-        return self._answer(
-            rel.answer,
-            request_id,
-            replayed=charged.replayed,
-            user=user,
-            created_at=rel.created_at.isoformat(),
-            budget=charged.budget,
-        )
+            yield
+        finally:
+            left = until - time.monotonic()
+            if left > 0:
+                time.sleep(left)
+            elif -left > 0.005:
+                log.warning(
+                    "a release took %.3f s, %.3f s beyond its padding: its time may say something "
+                    "about the data; set release_padding = %.1f in node.toml",
+                    padding - left,
+                    -left,
+                    math.ceil(factor * (padding - left) / padding * 10) / 10,
+                )
 
     def _answer(
         self,

@@ -51,6 +51,10 @@ def _positive(v: Any) -> str | None:
     return None if v > 0 else "must be positive"
 
 
+def _non_negative(v: Any) -> str | None:
+    return None if v >= 0 else "must be 0 or more"
+
+
 def _sandbox(v: Any) -> str | None:
     return None if v in ("bwrap", "rlimits-only", "off") else "must be bwrap, rlimits-only or off"
 
@@ -103,6 +107,15 @@ SETTINGS: tuple[Setting, ...] = (
         "Largest work estimate of one query, in noisy values drawn (groups x noisy aggregates, "
         "about 0.1 ms each); a larger query is refused before anything runs.",
         _positive,
+    ),
+    Setting(
+        "release_padding",
+        float,
+        1.0,
+        "Multiplies the time a filtered or grouped release is padded to (its cost bound from "
+        "public facts, so its time says nothing about the data); raise it on a slower host "
+        "when the log says releases outlast their padding; 0 turns padding off.",
+        _non_negative,
     ),
     Setting(
         "prepared_cache_mb",
@@ -180,6 +193,7 @@ class NodeSettings:
     release_workers: int
     max_requests_per_user: int
     max_query_work: int
+    release_padding: float
     prepared_cache_mb: int
     sandbox: str
     sandbox_uid: int
@@ -222,6 +236,8 @@ def _checked(values: dict[str, Any], source: str) -> dict[str, Any]:
             raise BadRequest(
                 f"{source}: unknown setting {key!r}; known settings are {sorted(_BY_NAME)}"
             )
+        if setting.type is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)  # TOML writes 2 for 2.0
         if isinstance(value, bool) or not isinstance(value, setting.type):
             raise BadRequest(f"{source}: {key} must be a {setting.type.__name__}")
         problem = setting.check(value) if setting.check else None

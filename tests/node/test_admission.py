@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import statistics
 import threading
 import time
 import uuid
@@ -26,7 +27,7 @@ from rds_kernel.errors import TooManyRequests
 from rds_kernel.node.admission import Admission
 from rds_kernel.node.app import create_app
 from rds_kernel.node.serving import GuardedH11Protocol
-from rds_kernel.spec import Query, count, mean
+from rds_kernel.spec import Query, col, count, mean
 from tests.node.nodes import TestNode, build_node, serve
 
 pytestmark = pytest.mark.server
@@ -294,3 +295,61 @@ def test_a_500_keeps_the_clients_connection(
                 assert r.json()["error"]["code"] == "internal_error"
                 assert "4242" not in r.text
         assert len(set(ports)) == 1, "the connection was dropped after a 500"
+
+
+def _timed_release(service: Any, user: Any, spec_: dict[str, Any]) -> float:
+    started = time.perf_counter()
+    service.release(user, uuid.uuid4().hex, spec_)
+    return time.perf_counter() - started
+
+
+def test_a_releases_time_says_nothing_about_the_groups_or_rows_it_found(
+    node: TestNode, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An unknown-key group-by took about 6 µs per group present in the data, so a release at
+    ε = 1e-6 that released nothing still told how many rows matched its filter; a filter that
+    Parquet's statistics rule out skipped the scan. Filtered and grouped releases now answer at
+    a deadline from public facts: the same time whatever the data holds. (Tolerance: the two
+    medians of 5 may differ by scheduling jitter, far below the deadline of ~0.14 s here.)"""
+    service = node.service
+    alice = service.store.get_user("alice")
+    key = col("systolic_bp") * 1000 + col("age")
+
+    def spec_(low: int) -> dict[str, Any]:
+        q = Query("patients").with_columns(k=key).filter(col("age") >= low)
+        q = q.group_by("k", keys="unknown").agg(count(), count("bmi", alias="n_bmi"))
+        return q.spec(1e-6, delta=1e-12).to_dict()
+
+    many, none = spec_(18), spec_(200)
+    prepared = service._prepared_query(many)[2]
+    padding = prepared.padding(service.datasets.get("patients").rows_bound)
+    assert padding is not None and padding > 0.05
+    for s in (many, none):
+        _timed_release(service, alice, s)  # prepared once
+    times = {
+        name: statistics.median(_timed_release(service, alice, s) for _ in range(5))
+        for name, s in (("many groups", many), ("no rows", none))
+    }
+    assert all(t >= padding for t in times.values()), (times, padding)
+    assert abs(times["many groups"] - times["no rows"]) < padding / 4, (times, padding)
+    assert not any("beyond its padding" in r.message for r in caplog.records)
+
+
+def test_plain_releases_are_not_padded_and_overruns_are_logged(
+    node: TestNode, caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    """A release that reads every row whatever the data (no filter, group-by or truncation)
+    has nothing to hide in its time; a padded release that outlasts its deadline is logged
+    with the release_padding to set."""
+    plain = Query("patients").agg(count()).spec(0.5)
+    assert node.service._prepared_query(plain.to_dict())[2].padding(4096) is None
+    tight = build_node(tmp_path / "tight", release_padding=1e-6)
+    try:
+        alice = tight.service.store.get_user("alice")
+        spec_ = Query("patients").group_by("sex").agg(count()).spec(0.5).to_dict()
+        with caplog.at_level("WARNING", logger="rds_kernel.node"):
+            tight.service.release(alice, "r1", spec_)
+        [warning] = [r for r in caplog.records if "beyond its padding" in r.message]
+        assert "set release_padding = " in warning.getMessage()
+    finally:
+        tight.service.close()
