@@ -1,9 +1,11 @@
 """The owner's ``rds jobs`` commands and ``rds budget requests|grant|deny``.
 
 ``rds jobs approve DIR JOB`` on a job pending review approves its code and runs it on the
-private data right away, in this process (in the sandbox); on a job in output review it
-releases the output. ``rds jobs show DIR JOB`` prints everything the owner needs to decide:
-the scientist's message, the source, the mock and private outputs, the checks and the log.
+private data right away, in this process (in the sandbox), for the fixed time every private
+run takes (``job_start_seconds + job_wall_seconds + 1`` s, see ``jobs_steps``); on a job in
+output review it releases the output. ``rds jobs show DIR JOB`` prints everything the owner
+needs to decide: the scientist's message, the source, the mock and private outputs, the checks
+and the log.
 """
 
 from __future__ import annotations
@@ -129,10 +131,15 @@ def _next_step(job: dict[str, Any], directory: str) -> str:
 
 
 def cmd_jobs_approve(a: argparse.Namespace) -> int:
+    from rds_kernel.node.jobs_steps import private_seconds
+
     with _jobs(a.dir) as jobs:
         before = jobs.store.get(a.job)
         if before.status == "pending_review":
-            _say(f"approved job {before.id}; running it on the private data in the sandbox ...")
+            _say(
+                f"approved job {before.id}; running it on the private data in the sandbox "
+                f"(this takes {private_seconds(jobs.settings):g} s, whatever the code does) ..."
+            )
         job = jobs.approve(a.job, actor="cli", note=a.note).owner()
     if job["status"] == "released":
         _say(f"released the output of job {job['id']} to {job['user']}")

@@ -21,6 +21,14 @@ the code → ``approved`` → ``running`` (private data, in the sandbox) → ``o
 automatic output checks run; a run that failed is a failing check) → the owner approves the
 output → ``released``; the owner may deny at either review (``denied``: nothing is released).
 Every step is in the audit log.
+
+**Sharing the node.** Job steps wait in a queue that is fair across scientists: at most
+``job_running_per_user`` running per scientist, a freed worker going to the scientist who has
+waited longest, and no job holding a worker for more than ``job_max_seconds`` (a DP job whose
+timetable is longer is refused at submission). A step that reads private data holds its worker
+for a time fixed before it reads anything, so when a waiting job starts (and its runs can read
+the clock) says nothing about another job's data. The process running a job writes a
+heartbeat; the server settles jobs whose heartbeat stopped (``jobs_queue``).
 """
 
 from __future__ import annotations
@@ -28,19 +36,27 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import re
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
-from rds_kernel.dp.aggregate import SampleAggregate, prepare_aggregate, timetable
-from rds_kernel.errors import BadRequest, Conflict, InternalError, PermissionDenied
+from rds_kernel.dp.aggregate import (
+    MIN_RUN_SECONDS,
+    SLOT_ALLOWANCE,
+    SampleAggregate,
+    prepare_aggregate,
+    timetable,
+)
+from rds_kernel.errors import BadRequest, Conflict, InternalError, PermissionDenied, RdsError
 from rds_kernel.node.jobs_budget import BudgetRequests
-from rds_kernel.node.jobs_dp import FAILED, job_timetable
+from rds_kernel.node.jobs_dp import FAILED
+from rds_kernel.node.jobs_queue import Heartbeat, JobQueue, Ticker
 from rds_kernel.node.jobs_steps import Sessions, Steps
 from rds_kernel.node.jobs_store import Job, JobStore, NewJob
 from rds_kernel.node.records import User
+from rds_kernel.node.refusals import asked
 from rds_kernel.node.service import NodeService
 from rds_kernel.node.tables import utcnow
 from rds_kernel.sandbox import check_available
@@ -63,8 +79,11 @@ LOUD = (
 class JobService:
     """Submit, run, review and release code jobs; grant budget top-ups.
 
-    With ``background=True`` (the server) runs go to a thread pool; otherwise (the CLI) they
-    run in the calling thread. :meth:`close` kills running sandboxes and waits for the pool.
+    With ``background=True`` (the server) steps go to the fair queue (``jobs_queue``), and
+    from :meth:`resume` on a sweeper settles, every ``job_stale_seconds / 2``, jobs whose
+    process died; otherwise (the CLI) steps run in the calling thread. Either way the jobs
+    this process runs have a heartbeat. :meth:`close` kills running sandboxes, waits for the
+    workers and stops the sweeper and the heartbeat.
     """
 
     def __init__(self, node: NodeService, *, background: bool = True) -> None:
@@ -77,25 +96,45 @@ class JobService:
         self.steps = Steps(node, self.store, self._sessions)
         self.sandbox = self.steps.sandbox
         self._background = background
-        self._executor: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
         self._closed = False
+        stale = self.settings.job_stale_seconds
+        self._heartbeat = Heartbeat(self.store, stale / 6)
+        self._queue: JobQueue | None = None
+        self._sweeper: Ticker | None = None
+        if background:
+            self._queue = JobQueue(
+                self.settings.job_workers, self.settings.job_running_per_user, self._run_logged
+            )
         if self.settings.sandbox == "rlimits-only":
             log.warning(LOUD)
 
     def close(self) -> None:
         with self._lock:
             self._closed = True
-            executor, self._executor = self._executor, None
+            sweeper, self._sweeper = self._sweeper, None
+        if sweeper is not None:
+            sweeper.close()
         self._sessions.kill_all()
-        if executor is not None:
-            executor.shutdown(wait=True, cancel_futures=True)
+        if self._queue is not None:
+            self._queue.close()
+        self._heartbeat.close()
         self.store.close()
 
     # ------------------------------------------------------------------ scientists
 
     def submit(self, user: User, body: dict[str, Any]) -> Job:
-        """Validate and store a job, then start it; the same ``request_id`` returns the same job."""
+        """Validate and store a job, then start it; the same ``request_id`` returns the same job.
+
+        A refusal is audited once, with what was asked (as for query releases).
+        """
+        try:
+            return self._submit(user, body)
+        except RdsError as exc:
+            self.node.refused(user.name, "job.refused", asked(body, body.get("request_id")), exc)
+            raise
+
+    def _submit(self, user: User, body: dict[str, Any]) -> Job:
         if user.role != "scientist":
             raise PermissionDenied("only scientists submit jobs; use a scientist's token")
         request_id = body.get("request_id")
@@ -114,7 +153,7 @@ class JobService:
         if created:
             if self.settings.sandbox == "rlimits-only":
                 log.warning("job %s: %s", job.id, LOUD)
-            self.run_later(job.id)
+            self.run_later(job.id, user.name)
         return self.store.get(job.id)
 
     def _validate(self, body: dict[str, Any]) -> NewJob:
@@ -127,7 +166,7 @@ class JobService:
             raise BadRequest(f"source must be the function's source text, 1-{_MAX_SOURCE} chars")
         if "\x00" in source:
             raise BadRequest("source must be text: it contains a NUL character")
-        if not isinstance(entry, str) or not _ENTRY.match(entry):
+        if not isinstance(entry, str) or not _ENTRY.fullmatch(entry):
             raise BadRequest("entry must be the name of the function to call, e.g. 'f'")
         message = body.get("message") or ""
         if not isinstance(message, str) or len(message) > _MAX_MESSAGE or "\x00" in message:
@@ -147,6 +186,7 @@ class JobService:
                     f"run_seconds={job.run_seconds:g} is more than this node allows for a run "
                     f"({self.settings.job_wall_seconds} s); ask for less"
                 )
+            self._check_duration(job)
             epsilon, delta = prepare_aggregate(job).cost
             params = {**job.to_dict(), "cost": {"epsilon": epsilon, "delta": delta}}
             plan = timetable(job, self.settings.job_start_seconds).to_dict()
@@ -161,6 +201,33 @@ class JobService:
             params = {**params, "timetable": plan}
         status = "queued" if kind == "dp" else "submitted"
         return NewJob(kind, ds.name, source, entry, message, params, spec_hash, status, total)
+
+    def _check_duration(self, job: SampleAggregate) -> None:
+        """Refuse a DP job whose timetable is longer than one job may hold a worker."""
+        limit = self.settings.job_max_seconds
+        start = self.settings.job_start_seconds
+        plan = timetable(job, start)
+        if plan.seconds <= limit + 1e-9:  # (float sums: 1 + 20 × (0.55 + 0.4) is 20.000...04)
+            return
+        fit_k = math.floor((limit - start) / plan.slot_seconds + 1e-9)
+        fit_run = math.floor(((limit - start) / job.partitions - SLOT_ALLOWANCE) * 100 + 1e-6) / 100
+        ways = []
+        if fit_k >= 1:
+            ways.append(f"at most {fit_k} partitions with run_seconds={job.run_seconds:g}")
+        if fit_run >= MIN_RUN_SECONDS:
+            ways.append(f"run_seconds at most {fit_run:g} with {job.partitions} partitions")
+        raise BadRequest(
+            f"this job's timetable lasts {plan.seconds:g} s ({start} s to start, then "
+            f"{job.partitions} partitions × (run_seconds {job.run_seconds:g} + "
+            f"{SLOT_ALLOWANCE:g}) s), longer than this node lets one job run "
+            f"(job_max_seconds = {limit} s); "
+            + (
+                "ask for " + ", or ".join(ways)
+                if ways
+                else "ask for fewer partitions and a shorter run_seconds"
+            ),
+            {"seconds": plan.seconds, "job_max_seconds": limit},
+        )
 
     def _precheck(self, user: User, request_id: str, new: NewJob) -> None:
         """Refuse now what the reservation would refuse (it checks again when the job starts).
@@ -203,7 +270,7 @@ class JobService:
                 review_note=note,
             ):
                 raise _changed(job.id)
-            self.run_later(job.id)
+            self.run_later(job.id, job.user)
             return self.store.get(job.id)
         if job.status == "output_review":
             failing = [c for c in job.checks or [] if not c.get("ok")]
@@ -252,59 +319,85 @@ class JobService:
     # ------------------------------------------------------------------ running
 
     def resume(self) -> None:
-        """Start jobs left waiting (after a restart); settle jobs a crash left ``running``.
+        """The server starts: queue the jobs left waiting, oldest first; settle dead ones.
 
-        A DP job is never run again: with its answer recorded it is done; with only its
-        reservation it failed and stays charged (its runs may have seen the data); without a
-        reservation it failed uncharged. An approved reviewed job goes to output review with a
-        failing check, as any failure of its private run does; a mock run simply failed.
+        Jobs left running by a process that died are settled by :meth:`sweep`, now and (with
+        ``background=True``) every ``job_stale_seconds / 2`` until :meth:`close`. The owner
+        is told now, in the log, if code jobs cannot run on this host.
         """
-        for job in self.store.list(statuses=["queued", "submitted", "approved"], limit=1000):
-            self.run_later(job.id)
-        now = utcnow()
-        for job in self.store.list(statuses=["running", "mock_running"], limit=1000):
-            # a job is left alone while it may still be running in another node process
-            if now - job.updated_at < timedelta(seconds=self._job_seconds(job)):
-                continue
-            if job.kind == "dp":
-                self.steps.dp_jobs.settle(job, "interrupted: the node stopped while the job ran")
-            elif job.status == "running":
-                problem = "interrupted: the node stopped while the private run ran"
-                self.steps.review_output(job, None, "", problem)
-            else:
-                self.store.move(
-                    job.id,
-                    ["mock_running"],
-                    "failed",
-                    action="job.fail",
-                    detail={"reason": "interrupted"},
-                    error=FAILED,
-                    error_code=InternalError.code,
-                    owner_log="interrupted: the node stopped while the job ran",
-                )
+        if self._background and self.settings.sandbox != "off":
+            try:
+                check_available(self.sandbox)
+            except PermissionDenied as exc:
+                log.error("code jobs will be refused: %s", exc.message)
+        waiting = self.store.list(statuses=["queued", "submitted", "approved"], limit=1000)
+        for job in reversed(waiting):
+            self.run_later(job.id, job.user)
+        self.sweep()
+        with self._lock:
+            if self._background and self._sweeper is None and not self._closed:
+                stale = self.settings.job_stale_seconds
+                self._sweeper = Ticker(stale / 2, self.sweep, name="rds-job-sweeper")
 
-    def _job_seconds(self, job: Job) -> float:
-        """Longer than ``job`` can run: its timetable (DP) or one run, start-up and a margin.
+    def sweep(self) -> None:
+        """Settle the jobs whose heartbeat stopped ``job_stale_seconds`` ago: their process died.
 
-        A DP job writes nothing while it runs, so its ``updated_at`` is when it started.
+        As ``jobs_dp`` and ``jobs_steps`` say: a DP job is never run again (its answer
+        recorded: done; only its reservation: failed and charged; neither: failed, uncharged);
+        a reviewed job's private run goes to output review with a failing check, as any
+        failure of it does; a mock run (public data) is queued again, once.
         """
+        stale = self.settings.job_stale_seconds
+        before = utcnow() - timedelta(seconds=stale)
+        mine = self._heartbeat.running()
+        for job in self.store.stale(before):
+            if job.id in mine or self._closed:
+                continue  # a job of this process is alive, whatever its heartbeat says
+            why = f"interrupted: no heartbeat for {stale} s (the node process running it died)"
+            log.error("job %s: %s", job.id, why)
+            try:
+                self._settle(job, why)
+            except Exception:
+                log.exception("job %s: could not settle it", job.id)
+
+    def _settle(self, job: Job, why: str) -> None:
         if job.kind == "dp":
-            return 360.0 + job_timetable(job, self.settings.job_start_seconds).seconds
-        return 360.0 + self.settings.job_wall_seconds + 2.0
+            self.steps.dp_jobs.settle(job, why)
+        elif job.status == "running":
+            self.steps.review_output(job, None, why, STOPPED)
+        elif _REQUEUED in (job.owner_log or ""):
+            self.store.move(
+                job.id,
+                ["mock_running"],
+                "failed",
+                action="job.fail",
+                detail={"reason": "interrupted"},
+                error=FAILED,
+                error_code=InternalError.code,
+                owner_log=f"{job.owner_log}\n{why}, again: failed",
+            )
+        elif self.store.move(
+            job.id,
+            ["mock_running"],
+            "submitted",
+            action="job.requeue",
+            detail={"reason": "interrupted"},
+            owner_log=f"{why}; {_REQUEUED}",
+        ):
+            self.run_later(job.id, job.user)
 
-    def run_later(self, job_id: str) -> None:
-        """Do the job's next step in the pool (the server), or now (the CLI)."""
+    def run_later(self, job_id: str, user: str | None = None) -> None:
+        """Do the job's next step in the queue (the server), or now (the CLI)."""
         if not self._background:
             self.run(job_id)
             return
         with self._lock:
             if self._closed:
                 return
-            if self._executor is None:
-                self._executor = ThreadPoolExecutor(
-                    self.settings.job_workers, thread_name_prefix="rds-job"
-                )
-            self._executor.submit(self._run_logged, job_id)
+        if user is None:
+            user = self.store.get(job_id).user
+        assert self._queue is not None
+        self._queue.put(user, job_id)
 
     def _run_logged(self, job_id: str) -> None:
         try:
@@ -314,7 +407,12 @@ class JobService:
 
     def run(self, job_id: str) -> None:
         """Do the job's next step, if it has one (each step claims the job first)."""
-        self.steps.run(job_id)
+        with self._heartbeat.beating(job_id):
+            self.steps.run(job_id)
+
+
+STOPPED = "the node stopped while it ran"
+_REQUEUED = "queued again (mock data is public)"
 
 
 def _changed(job_id: str) -> BadRequest:

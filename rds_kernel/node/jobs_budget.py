@@ -1,8 +1,12 @@
 """Budget top-up requests: a scientist asks for more privacy budget; the owner grants or denies.
 
-A grant raises the scientist's node-wide total by the amount asked, through the ledger's own
-``Store.set_budget`` (which audits the new total); the request itself is claimed with a guarded
-update first (``pending`` → ``granting``), so two owners granting at once raise it once.
+A grant is one transaction on one connection (the jobs tables and the ledger's share one
+database): it claims the request with a guarded update (``pending`` → ``granted``), raises the
+scientist's node-wide total by the amount asked with ``ledger.raise_budget`` (which reads the
+total under its lock and audits the new one) and audits the grant. So two owners granting at
+once raise it once, a concurrent ``rds budget set`` is applied before or after the grant and
+never lost, and a crash leaves either nothing or all of it. (Older versions went through a
+``granting`` status in three transactions; a request a crash left there is shown as it is.)
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from rds_kernel.errors import BadRequest, Conflict, NotFound
+from rds_kernel.node import ledger
 from rds_kernel.node.jobs_tables import budget_requests
 from rds_kernel.node.records import User
 from rds_kernel.node.store import Store
@@ -100,20 +105,15 @@ class BudgetRequests:
             return [_view(row) for row in conn.execute(query).all()]
 
     def grant(self, request_id: int, *, actor: str, note: str | None = None) -> dict[str, Any]:
-        """Raise the scientist's node-wide total by what they asked for."""
-        request = self._claim(request_id, "granting")
-        try:
-            view = self.store.budget(request["user"])
-            self.store.set_budget(
-                request["user"],
-                view.epsilon_total + request["epsilon"],
-                view.delta_total + request["delta"],
-                actor=actor,
-            )
-        except BaseException:
-            self._set(request_id, "granting", "pending")
-            raise
-        self._set(request_id, "granting", "granted", actor=actor, note=note, audit="grant")
+        """Raise the scientist's node-wide total by what they asked for: all in one transaction."""
+        request = self.get(request_id)
+        user = self.store.get_user(request["user"])
+        with self.engine.begin() as conn:
+            if not self._set_in(conn, request_id, "pending", "granted", actor, note, None):
+                raise self._not_pending(request_id)
+            ledger.raise_budget(conn, user, request["epsilon"], request["delta"], actor=actor)
+            detail = {"request": request_id, "note": note}
+            append_audit(conn, actor, "budget.request.grant", detail)
         return self.get(request_id)
 
     def deny(self, request_id: int, *, actor: str, note: str | None = None) -> dict[str, Any]:
@@ -131,11 +131,14 @@ class BudgetRequests:
     ) -> dict[str, Any]:
         request = self.get(request_id)
         if not self._set(request_id, "pending", to, actor=actor, note=note, audit=audit):
-            raise Conflict(
-                f"budget request {request_id} is {self.get(request_id)['status']}, not pending; "
-                "only a pending request can be granted or denied"
-            )
+            raise self._not_pending(request_id)
         return request
+
+    def _not_pending(self, request_id: int) -> Conflict:
+        return Conflict(
+            f"budget request {request_id} is {self.get(request_id)['status']}, not pending; "
+            "only a pending request can be granted or denied"
+        )
 
     def _set(
         self,
@@ -147,24 +150,37 @@ class BudgetRequests:
         note: str | None = None,
         audit: str | None = None,
     ) -> bool:
+        with self.engine.begin() as conn:
+            return self._set_in(conn, request_id, frm, to, actor, note, audit)
+
+    def _set_in(
+        self,
+        conn: sa.Connection,
+        request_id: int,
+        frm: str,
+        to: str,
+        actor: str | None,
+        note: str | None,
+        audit: str | None,
+    ) -> bool:
+        """The guarded status change, and its audit row, in ``conn``'s transaction."""
         values: dict[str, Any] = {"status": to}
         if actor is not None:
             values.update(decided_by=actor, decided_at=utcnow(), note=note)
-        with self.engine.begin() as conn:
-            done = conn.execute(
-                budget_requests.update()
-                .where(budget_requests.c.id == request_id, budget_requests.c.status == frm)
-                .values(**values)
+        done = conn.execute(
+            budget_requests.update()
+            .where(budget_requests.c.id == request_id, budget_requests.c.status == frm)
+            .values(**values)
+        )
+        if done.rowcount != 1:
+            return False
+        if audit is not None:
+            append_audit(
+                conn,
+                actor or "node",
+                f"budget.request.{audit}",
+                {"request": request_id, "note": note},
             )
-            if done.rowcount != 1:
-                return False
-            if audit is not None:
-                append_audit(
-                    conn,
-                    actor or "node",
-                    f"budget.request.{audit}",
-                    {"request": request_id, "note": note},
-                )
         return True
 
 

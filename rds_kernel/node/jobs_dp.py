@@ -20,8 +20,15 @@ From step 3 on the charge stands whatever happens: a failure there could depend 
 on what the scientist's code did with it, and an uncharged failure would tell it for free. The
 only refunds are for failures that cannot depend on the data: the sandbox would not start or
 isolate the runs (before any data is read), or the node is shutting down (the owner's action).
-A node that crashes mid-job leaves the reservation; ``JobService.resume`` settles the job as
-failed and charged, and never runs it again.
+A node that crashes mid-job leaves the reservation, and the job's heartbeat stops: the
+server's sweep (``JobService.sweep``, ``jobs_queue``) settles it as failed and charged once
+the heartbeat is ``job_stale_seconds`` old, and never runs it again.
+
+``t0`` is when a worker took the job up, which depends on the jobs before it in the queue. So
+no step that reads private data frees its worker at a time that depends on the data: a DP job
+holds it to the end of its timetable, a reviewed job's private run to a padded end fixed when
+it started (``jobs_steps``). Mock runs, budget refusals and refunds end early, but none of
+them depends on private data.
 
 While the job runs its scientist sees no progress and no time that moves with the runs (see
 ``Job.public``), only the status and the timetable's expected end.
@@ -54,13 +61,20 @@ from rds_kernel.errors import (
     PermissionDenied,
     RdsError,
 )
-from rds_kernel.node.jobs_run import RunOutcome, Sessions, arrow_stream, owner_log, partition
+from rds_kernel.node.jobs_run import (
+    RunOutcome,
+    Sessions,
+    arrow_stream,
+    owner_log,
+    partition,
+    sleep_until,
+)
 from rds_kernel.node.jobs_store import Job, JobStore
 from rds_kernel.node.records import User
 from rds_kernel.node.service import NodeService
 from rds_kernel.sandbox import Limits, RunResult, SandboxConfig, Session
 
-__all__ = ["FAILED", "DpJobs", "job_timetable"]
+__all__ = ["FAILED", "DpJobs", "job_timetable", "timetable_log"]
 
 log = logging.getLogger("rds_kernel.node.jobs")
 
@@ -153,7 +167,7 @@ class DpJobs:
         except Exception as exc:
             # The data was read, perhaps runs ran: the charge stands, and the job ends when its
             # timetable does, like any other (unless the node is shutting down).
-            self._sleep_until(anchor + plan.seconds)
+            sleep_until(self.sessions, anchor + plan.seconds)
             self._fail_charged(job, user, exc, text)
 
     def _reserved(
@@ -211,7 +225,7 @@ class DpJobs:
             session.close()
             register(None)
         text = (
-            _timetable_log(plan, started, ready)
+            timetable_log(plan, started, ready)
             + "\n"
             + owner_log(RunOutcome(results, session.template_log))
         )
@@ -322,10 +336,6 @@ class DpJobs:
             owner_log=(text + f"\nfailed (charged): {type(exc).__name__}: {exc}").strip(),
         )
 
-    def _sleep_until(self, moment: float) -> None:
-        while not self.sessions.closed and (left := moment - time.monotonic()) > 0:
-            time.sleep(min(left, 0.25))
-
 
 _SHUTDOWN = NodeUnavailable(
     "the node shut down while this job ran; nothing was released and nothing was charged. "
@@ -364,7 +374,7 @@ def _failed(answer: dict[str, Any]) -> dict[str, Any]:
     return {**{k: v for k, v in answer.items() if k != "reserved"}, "failed": True}
 
 
-def _timetable_log(plan: Timetable, started: float, ready: float) -> str:
+def timetable_log(plan: Timetable, started: float, ready: float) -> str:
     note = (
         ""
         if ready <= plan.start_seconds

@@ -35,6 +35,7 @@ __all__ = [
     "partition",
     "run_in_sandbox",
     "sandbox_of",
+    "sleep_until",
 ]
 
 log = logging.getLogger("rds_kernel.node.jobs")
@@ -128,6 +129,12 @@ class Sessions:
             session.kill()
 
 
+def sleep_until(sessions: Sessions, moment: float) -> None:
+    """Wait until ``moment`` (``time.monotonic()``), unless the node shuts down meanwhile."""
+    while not sessions.closed and (left := moment - time.monotonic()) > 0:
+        time.sleep(min(left, 0.25))
+
+
 def run_in_sandbox(
     config: SandboxConfig,
     limits: Limits,
@@ -140,9 +147,10 @@ def run_in_sandbox(
 ) -> RunOutcome:
     """Run ``entry`` from ``source`` once per input in one fresh sandbox; always cleans up.
 
-    The runs go one after another, each as soon as the previous one ended (a reviewed job has
-    one run; DP jobs use a fixed timetable instead, see ``jobs_dp``). The job as a whole may
-    take ``wall_seconds`` per run, plus start-up.
+    The runs go one after another, each as soon as the previous one ended (a reviewed job's
+    mock run, on public data; whatever reads private data runs on a fixed timetable instead,
+    see ``jobs_dp`` and ``jobs_steps``). The job as a whole may take ``wall_seconds`` per run,
+    plus start-up.
     """
     deadline = time.monotonic() + _START_SECONDS + len(inputs) * (limits.wall_seconds + 2.0)
     session = Session(config, source, entry=entry, mode=mode, limits=limits)

@@ -8,32 +8,64 @@ the job ends in output review whatever happens — a private run that fails, or 
 cannot be read, shows the owner a failing check (so only denial is possible) — because
 ``failed`` instead of ``output_review`` would tell the scientist a bit of the private data
 before anyone reviewed it.
+
+**A private run takes a fixed time.** How long a function runs on the private data depends on
+the data. If the worker were freed, and the status changed, when the run ended, the end would
+carry that: to the scientist watching the status, and to every job queued behind it — a DP
+job's timetable starts when it gets a worker, and its runs can read the clock, so one person's
+data could shift every output of a later DP job together (which sample-and-aggregate's
+sensitivity does not cover). So a private run is a one-run timetable, like a DP job's
+(``jobs_dp``): its run starts ``job_start_seconds`` after the job was taken up, is killed
+``job_wall_seconds`` later, and the job holds its worker, and stays ``running``, until
+``job_start_seconds + job_wall_seconds + 1`` s after it was taken up, whatever the run did
+(:func:`private_seconds`). The output, its checks and the log are stored for the owner as soon
+as the run ends; only the status change (and the worker) wait. Mock runs use public data and
+are not padded. Together with DP jobs' timetables this makes every step that reads private
+data hold a worker for a time fixed before it read anything.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
 import polars as pl
 
+from rds_kernel.dp.aggregate import START_TOLERANCE, Timetable
 from rds_kernel.errors import InternalError, RdsError
 from rds_kernel.node import jobs_checks
-from rds_kernel.node.jobs_dp import FAILED, DpJobs
+from rds_kernel.node.jobs_dp import FAILED, DpJobs, timetable_log
 from rds_kernel.node.jobs_run import (
+    RunOutcome,
     Sessions,
     arrow_stream,
     limits_of,
     owner_log,
     run_in_sandbox,
     sandbox_of,
+    sleep_until,
 )
 from rds_kernel.node.jobs_store import Job, JobStore
 from rds_kernel.node.service import NodeService
-from rds_kernel.sandbox import RunResult
+from rds_kernel.node.settings import PRIVATE_RUN_EXTRA_SECONDS, NodeSettings
+from rds_kernel.sandbox import RunResult, Session
 
-__all__ = ["FAILED", "Sessions", "Steps"]
+__all__ = ["FAILED", "Sessions", "Steps", "private_seconds"]
+
+
+def private_timetable(settings: NodeSettings) -> Timetable:
+    """A reviewed job's private run: one run of ``job_wall_seconds`` after the start-up."""
+    return Timetable(float(settings.job_start_seconds), float(settings.job_wall_seconds), 1)
+
+
+def private_seconds(settings: NodeSettings) -> float:
+    """How long a reviewed job's private run holds its worker, whatever the run does: its
+    timetable, then 0.6 s to parse, check and store the output (at most ``job_max_seconds``,
+    which the settings check)."""
+    return settings.job_start_seconds + settings.job_wall_seconds + PRIVATE_RUN_EXTRA_SECONDS
+
 
 log = logging.getLogger("rds_kernel.node.jobs")
 
@@ -83,17 +115,29 @@ class Steps:
 
         Whatever happens from here the job goes to output review: a failure is a failing check
         the owner can only deny, never a ``failed`` the scientist would see before any review.
+        It does so :func:`private_seconds` after it was taken up (see the module docstring);
+        the owner can read the output as soon as the run ended.
         """
         if not self.store.move(job.id, ["approved"], "running", action="job.run"):
             return
-        self.review_output(job, *self._private_output(job))
+        anchor = time.monotonic()  # the padded end is fixed now, before anything reads the data
+        output, text, problem = self._private_output(job, anchor)
+        checks = self._checks(output, problem)
+        text = (text + ("" if problem is None else f"\n{problem}")).strip()
+        self.store.note(job.id, ["running"], output=output, checks=checks, owner_log=text)
+        end = anchor + private_seconds(self.settings)
+        if time.monotonic() > end:  # the wrap-up allowance was too short: say so
+            log.warning("job %s: the private run ended %.2f s late", job.id, time.monotonic() - end)
+        sleep_until(self.sessions, end)
+        self._to_output_review(job, output, checks, text)
 
-    def _private_output(self, job: Job) -> tuple[dict[str, Any] | None, str, str | None]:
+    def _private_output(
+        self, job: Job, anchor: float
+    ) -> tuple[dict[str, Any] | None, str, str | None]:
         """The run's output, the owner's log, and what went wrong (None if nothing)."""
         text = ""
         try:
-            ds = self.node.datasets.get(job.dataset)
-            result, text = self._once(job, ds.scan().collect())
+            result, text = self._on_timetable(job, anchor)
             if not result.ok:
                 return None, text, f"the run failed: {result.describe()}"
             output = jobs_checks.parse_output(result.output, self.settings.job_max_output_bytes)
@@ -104,19 +148,59 @@ class Steps:
             log.exception("job %s: the private run failed", job.id)
             return None, text, f"the run failed on the node: {type(exc).__name__}: {exc}"
 
+    def _on_timetable(self, job: Job, anchor: float) -> tuple[RunResult, str]:
+        """Start the sandbox, read the data, run once at the planned time; the result, the log."""
+        plan = private_timetable(self.settings)
+        session = Session(
+            self.sandbox, job.source, entry=job.entry, mode="reviewed", limits=self.limits
+        )
+        register = self.sessions.register(job.id)
+        register(session)
+        try:
+            session.start()
+            started = time.monotonic() - anchor
+            ds = self.node.datasets.get(job.dataset)
+            data = arrow_stream(ds.scan().collect())
+            ready = time.monotonic() - anchor
+            [result] = session.run_timetable(
+                [data],
+                start=anchor + plan.start_seconds,
+                slot=plan.slot_seconds,
+                tolerance=START_TOLERANCE,
+            )
+            del data
+            session.kill()  # the run has ended or been given up: nothing to wait for
+        finally:
+            session.close()
+            register(None)
+        text = (
+            timetable_log(plan, started, ready)
+            + "\n"
+            + owner_log(RunOutcome([result], session.template_log), per_run=None)
+        )
+        return result, text
+
     def review_output(
         self, job: Job, output: dict[str, Any] | None, text: str, problem: str | None
     ) -> None:
-        """Move a reviewed job from ``running`` to ``output_review`` with its checks."""
-        if problem is not None:
-            checks = [{"check": "run", "ok": False, "detail": problem + "; deny the job"}]
-        else:
-            assert output is not None
-            checks = jobs_checks.check_output(
-                output,
-                min_cell_count=self.settings.job_min_cell_count,
-                max_bytes=self.settings.job_max_output_bytes,
-            )
+        """Move a reviewed job from ``running`` to ``output_review`` with its checks, now."""
+        checks = self._checks(output, problem)
+        text = (text + ("" if problem is None else f"\n{problem}")).strip()
+        self._to_output_review(job, output, checks, text)
+
+    def _checks(self, output: dict[str, Any] | None, problem: str | None) -> list[dict[str, Any]]:
+        if problem is not None or output is None:
+            detail = (problem or "the run gave no output") + "; deny the job"
+            return [{"check": "run", "ok": False, "detail": detail}]
+        return jobs_checks.check_output(
+            output,
+            min_cell_count=self.settings.job_min_cell_count,
+            max_bytes=self.settings.job_max_output_bytes,
+        )
+
+    def _to_output_review(
+        self, job: Job, output: dict[str, Any] | None, checks: list[dict[str, Any]], text: str
+    ) -> None:
         self.store.move(
             job.id,
             ["running"],
@@ -125,7 +209,7 @@ class Steps:
             detail={"checks_ok": all(c["ok"] for c in checks)},
             output=output,
             checks=checks,
-            owner_log=(text + ("" if problem is None else f"\n{problem}")).strip(),
+            owner_log=text,
             progress_done=1,
         )
 

@@ -9,8 +9,13 @@ declared parameters, the mock output (public data), and the result only once it 
 (charged to the ledger, or approved by the owner). For a DP job it shows no progress and no
 time that moves with the runs (``progress`` and ``updated_at`` are null): only the status and,
 while it runs, ``finishes_at``, the end of its timetable, known before any data was read.
-:meth:`Job.owner` adds the source, the private output, the output checks, the log of the runs
-and the real ``updated_at``.
+:meth:`Job.owner` adds the source, the private output, the output checks, the log of the runs,
+the real ``updated_at`` and ``heartbeat_at``.
+
+While a job runs, the node process running it writes ``heartbeat_at`` every few seconds
+(:meth:`JobStore.beat`): the only column that moves while a DP job runs, and never in a
+scientist's view. A job whose heartbeat stopped (:meth:`JobStore.stale`) was left by a process
+that died, and is settled by the node (``jobs_queue``).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from rds_kernel.node.tables import append_audit, json_safe, make_engine, reading
 __all__ = ["Job", "JobStore", "NewJob"]
 
 FINAL = ("done", "released", "denied", "failed")
+RUNNING = ("running", "mock_running")  # a node process is running the job's code
 _JOB_ID = re.compile(r"^[0-9a-f]{16}$")
 RELEASED = ("done", "released")
 
@@ -78,6 +84,7 @@ class Job:
     review_note: str | None
     created_at: dt.datetime
     updated_at: dt.datetime
+    heartbeat_at: dt.datetime | None = None
 
     @property
     def final(self) -> bool:
@@ -127,6 +134,7 @@ class Job:
         return {
             **self.public(),
             "updated_at": self.updated_at.isoformat(),
+            "heartbeat_at": None if self.heartbeat_at is None else self.heartbeat_at.isoformat(),
             "user": self.user,
             "source": self.source,
             "output": self.output,
@@ -135,6 +143,9 @@ class Job:
             "reviewer": self.reviewer,
             "spec_hash": self.spec_hash,
         }
+
+
+Jobs = list[Job]  # (inside JobStore, ``list`` is its method)
 
 
 class JobStore:
@@ -215,7 +226,7 @@ class JobStore:
 
     def get(self, job_id: str, user: User | None = None) -> Job:
         """The job ``job_id``; with ``user``, only if it is theirs (else ``NotFound`` too)."""
-        if not _JOB_ID.match(str(job_id)):
+        if not _JOB_ID.fullmatch(str(job_id)):
             raise NotFound(f"no job {str(job_id)[:40]!r} on this node", {"job": str(job_id)[:40]})
         query = sa.select(jobs).where(jobs.c.id == job_id)
         if user is not None:
@@ -254,12 +265,18 @@ class JobStore:
         detail: dict[str, Any] | None = None,
         **values: Any,
     ) -> bool:
-        """Change the status if it is one of ``from_statuses``; audit it. False if it was not."""
+        """Change the status if it is one of ``from_statuses``; audit it. False if it was not.
+
+        A job that starts running starts with a fresh heartbeat.
+        """
+        now = utcnow()
+        if to in RUNNING:
+            values = {"heartbeat_at": now, **values}
         with self.engine.begin() as conn:
             result = conn.execute(
                 jobs.update()
                 .where(jobs.c.id == job_id, jobs.c.status.in_(list(from_statuses)))
-                .values(status=to, updated_at=utcnow(), **values)
+                .values(status=to, updated_at=now, **values)
             )
             if result.rowcount != 1:
                 return False
@@ -268,6 +285,42 @@ class JobStore:
                     conn, actor or "node", action, {"job": job_id, "status": to, **(detail or {})}
                 )
         return True
+
+    def note(self, job_id: str, statuses: Iterable[str], **values: Any) -> bool:
+        """Write owner-only columns of a job in one of ``statuses``, leaving its status and its
+        ``updated_at`` (which its scientist sees) as they are. False if it was not."""
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                jobs.update()
+                .where(jobs.c.id == job_id, jobs.c.status.in_(list(statuses)))
+                .values(**values)
+            )
+        return result.rowcount == 1
+
+    def beat(self, job_ids: Iterable[str]) -> None:
+        """The heartbeat of the jobs this process runs: they are alive now."""
+        ids = sorted(job_ids)
+        if not ids:
+            return
+        with self.engine.begin() as conn:
+            conn.execute(
+                jobs.update()
+                .where(jobs.c.id.in_(ids), jobs.c.status.in_(RUNNING))
+                .values(heartbeat_at=utcnow())
+            )
+
+    def stale(self, before: dt.datetime, limit: int = 1000) -> Jobs:
+        """Running jobs with no heartbeat since ``before`` (a job from before heartbeats: no
+        status change since then), oldest first."""
+        last = sa.func.coalesce(jobs.c.heartbeat_at, jobs.c.updated_at)
+        query = (
+            sa.select(jobs)
+            .where(jobs.c.status.in_(RUNNING), last < before)
+            .order_by(jobs.c.created_at, jobs.c.id)
+            .limit(limit)
+        )
+        with reading(self.engine) as conn:
+            return [_job(row) for row in conn.execute(query).all()]
 
 
 def _job(row: sa.Row[Any]) -> Job:
@@ -295,4 +348,5 @@ def _job(row: sa.Row[Any]) -> Job:
         review_note=row.review_note,
         created_at=row.created_at,
         updated_at=row.updated_at,
+        heartbeat_at=row.heartbeat_at,
     )

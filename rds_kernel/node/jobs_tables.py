@@ -3,7 +3,9 @@
 - ``jobs``: one row per code job (DP or reviewed), unique per (user, request_id). It holds the
   scientist's source text (data, never executed by the node), the declared parameters, the
   status, progress, the public mock output, the private output (released or not), the
-  automatic output checks and the owner-only log of the runs.
+  automatic output checks and the owner-only log of the runs. ``heartbeat_at`` (owner-only,
+  never in a scientist's view) is written every few seconds by the node process running the
+  job, so that a job whose process died is settled promptly (``jobs_queue``).
 - ``budget_requests``: a scientist's request for more privacy budget, with a reason, and the
   owner's decision.
 
@@ -64,6 +66,7 @@ jobs = sa.Table(
     sa.Column("review_note", sa.Text, nullable=True),
     sa.Column("created_at", UtcDateTime, nullable=False),
     sa.Column("updated_at", UtcDateTime, nullable=False),
+    sa.Column("heartbeat_at", UtcDateTime, nullable=True),
     sa.UniqueConstraint("user_id", "request_id", name="jobs_user_request"),
     sa.CheckConstraint("kind IN ('dp', 'reviewed')", name="jobs_kind"),
     sa.CheckConstraint(
@@ -94,5 +97,18 @@ budget_requests = sa.Table(
 
 
 def create_job_tables(engine: Engine) -> None:
-    """Create the two tables if they do not exist (the node's other tables are left alone)."""
+    """Create the two tables if they do not exist (the node's other tables are left alone).
+
+    A ``jobs`` table from before heartbeats gets its ``heartbeat_at`` column.
+    """
     metadata.create_all(engine, tables=[jobs, budget_requests])
+    if "heartbeat_at" in {c["name"] for c in sa.inspect(engine).get_columns("jobs")}:
+        return
+    kind = engine.dialect.type_compiler_instance.process(jobs.c.heartbeat_at.type)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text(f"ALTER TABLE jobs ADD COLUMN heartbeat_at {kind}"))
+    except sa.exc.DBAPIError:
+        # another node process added it first
+        if "heartbeat_at" not in {c["name"] for c in sa.inspect(engine).get_columns("jobs")}:
+            raise

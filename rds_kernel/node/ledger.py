@@ -50,6 +50,7 @@ __all__ = [
     "dataset_caps",
     "find_release",
     "list_releases",
+    "raise_budget",
     "record_answer",
     "refund",
     "set_budget",
@@ -438,6 +439,50 @@ def set_dataset_cap(
             "dataset_cap.set",
             {"dataset": dataset, "epsilon": epsilon, "delta": delta, "previous": previous},
         )
+
+
+# -- raising a total inside the caller's transaction (budget requests: node/jobs_budget.py) ----
+
+
+def raise_budget(
+    conn: sa.Connection, user: User, epsilon: float, delta: float, *, actor: str
+) -> dict[str, float]:
+    """Add ``epsilon`` and ``delta`` to a user's node-wide total, in the caller's transaction.
+
+    The total is read under the row's lock (SQLite: the caller's ``BEGIN IMMEDIATE``;
+    PostgreSQL: ``FOR UPDATE``), so a concurrent :func:`set_budget` or ``raise_budget`` is
+    never lost: each applies to the total the other committed. Audited as ``budget.set``, in
+    the same transaction. Returns the new totals.
+    """
+    epsilon = _amount("epsilon", epsilon)
+    delta = _amount("delta", delta)
+    ident: dict[str, Any] = {"user_id": user.id}
+    key = user_budgets.c.user_id == user.id
+    row = _lock_or_create(conn, user_budgets, key, ident)
+    assert row is not None
+    total = {"epsilon": row.epsilon_total + epsilon, "delta": row.delta_total + delta}
+    if not math.isfinite(total["epsilon"]) or total["delta"] >= 1:
+        raise BadRequest(
+            f"{user.name}'s total would become ε={total['epsilon']}, δ={total['delta']}; "
+            "ε must stay finite and δ below 1"
+        )
+    previous = _set_totals(
+        conn,
+        user_budgets,
+        key,
+        ident,
+        total["epsilon"],
+        total["delta"],
+        f"{user.name} has",
+        "on this node",
+    )
+    append_audit(
+        conn,
+        actor,
+        "budget.set",
+        {"user": user.name, "dataset": None, **total, "previous": previous},
+    )
+    return total
 
 
 def _set_totals(

@@ -59,6 +59,10 @@ def _sandbox(v: Any) -> str | None:
     return None if v in ("bwrap", "rlimits-only", "off") else "must be bwrap, rlimits-only or off"
 
 
+def _at_least_two(v: Any) -> str | None:
+    return None if v >= 2 else "must be at least 2"
+
+
 def _name(v: Any) -> str | None:
     ok = re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", v)
     return None if ok else "must be 1-64 letters, digits, '_', '.' or '-'"
@@ -160,6 +164,31 @@ SETTINGS: tuple[Setting, ...] = (
         _positive,
     ),
     Setting("job_workers", int, 2, "Jobs the node runs at the same time.", _positive),
+    Setting(
+        "job_running_per_user",
+        int,
+        1,  # below job_workers: one scientist's long jobs never hold every worker
+        "Jobs of one scientist the node runs at the same time; the others wait in the queue, "
+        "and a freed worker goes to the scientist who has waited longest.",
+        _positive,
+    ),
+    Setting(
+        "job_max_seconds",
+        int,
+        600,
+        "Longest time one job may hold a worker: a DP job's timetable, a reviewed job's "
+        "private run (job_start_seconds + job_wall_seconds + 1). A longer DP job is refused "
+        "at submission.",
+        _positive,
+    ),
+    Setting(
+        "job_stale_seconds",
+        int,
+        30,
+        "A running job whose node process wrote no heartbeat for this long (the process "
+        "died) is settled as interrupted; heartbeats come every sixth of it.",
+        _at_least_two,
+    ),
     Setting("job_max_partitions", int, 1000, "Largest k a DP code job may ask for.", _positive),
     Setting(
         "job_max_output_bytes",
@@ -203,6 +232,9 @@ class NodeSettings:
     job_processes: int
     job_start_seconds: int
     job_workers: int
+    job_running_per_user: int
+    job_max_seconds: int
+    job_stale_seconds: int
     job_max_partitions: int
     job_max_output_bytes: int
     job_min_cell_count: int
@@ -244,7 +276,25 @@ def _checked(values: dict[str, Any], source: str) -> dict[str, Any]:
         if problem:
             raise BadRequest(f"{source}: {key} {problem}")
         out[key] = value
+    _check_jobs(out, source)
     return out
+
+
+# A reviewed job's private run holds its worker for job_start_seconds + job_wall_seconds + this
+# (a run's slot allowance, 0.4 s, and 0.6 s to store its output; see rds_kernel.node.jobs_steps).
+PRIVATE_RUN_EXTRA_SECONDS = 1
+
+
+def _check_jobs(values: dict[str, Any], source: str) -> None:
+    """Job settings that must agree with each other."""
+    private = values["job_start_seconds"] + values["job_wall_seconds"] + PRIVATE_RUN_EXTRA_SECONDS
+    if private > values["job_max_seconds"]:
+        raise BadRequest(
+            f"{source}: a reviewed job's private run holds a worker for job_start_seconds + "
+            f"job_wall_seconds + {PRIVATE_RUN_EXTRA_SECONDS} = {private} s, more than "
+            f"job_max_seconds ({values['job_max_seconds']}); raise job_max_seconds or lower "
+            "job_wall_seconds"
+        )
 
 
 def load_settings(directory: str | Path) -> NodeSettings:

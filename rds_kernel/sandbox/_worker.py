@@ -146,7 +146,13 @@ def _prepare_template(job: dict[str, Any]) -> None:
 
     pyarrow.set_cpu_count(1)
     pyarrow.set_io_thread_count(1)
-    del numpy, pandas
+    # A run's input conversion and output encoding, on a frame of no data: what they import
+    # lazily (pyarrow's pandas shim and pandas_compat, ...) is imported now, before the uid
+    # drop, so no run needs to read the environment to get its input or send its output.
+    sample = pyarrow.table({"x": pyarrow.array([0.5])}).to_pandas(use_threads=False)
+    _output(sample)
+    _numbers(sample["x"].mean())
+    del numpy, pandas, sample
     _drop_to(job)
     limits = job["limits"]
     _limit(resource.RLIMIT_CORE, 0)

@@ -12,6 +12,15 @@ unprivileged user namespace and the runs keep the node's uid, in namespaces that
 a plain child process that switches to the sandbox uid; it has the host's filesystem (as that
 uid) and, unless the kernel lets it make namespaces, its network. The owner must enable it by
 name (``sandbox = "rlimits-only"``), and the node says so in its log and to scientists.
+
+In both modes, when the node runs as root, scientist code runs as ``sandbox_uid``, which must be
+able to read the Python environment: the template imports numpy, pandas and pyarrow as root,
+but whatever a run imports later it imports as that uid. A checkout or venv under a directory
+others cannot enter (``/root`` is 0700) breaks every run in rlimits-only mode, where the
+sandbox sees the host's directories as they are; under bubblewrap the directories above the
+environment are recreated, but the environment's own directories and files must still be
+readable. :func:`check_available` checks it (:func:`environment_problem`) and refuses code
+jobs with the path and the fix.
 """
 
 from __future__ import annotations
@@ -19,8 +28,11 @@ from __future__ import annotations
 import functools
 import os
 import shutil
+import stat
 import subprocess
 import sys
+import sysconfig
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +47,7 @@ __all__ = [
     "SandboxConfig",
     "bwrap_argv",
     "check_available",
+    "environment_problem",
     "runtime",
     "runtime_paths",
     "scratch_dir",
@@ -268,6 +281,7 @@ def check_available(config: SandboxConfig) -> None:
         problem = _probe_bwrap(bwrap, config.python, config.uid, config.gid)
         if problem is not None:
             raise unavailable(problem)
+        _check_readable(config)
         return
     if os.geteuid() != 0:
         raise unavailable(
@@ -282,3 +296,147 @@ def check_available(config: SandboxConfig) -> None:
                 f"{config.uid}; {hidden} is readable by other users (mode {mode & 0o777:o}). "
                 f"Run `chmod 700 {hidden}` first"
             )
+    _check_readable(config)
+
+
+# ---------------------------------------------------------------- can the sandbox uid read it?
+
+_READABLE: set[tuple[str, int, int, tuple[str, ...], tuple[str, ...]]] = set()
+_READABLE_LOCK = threading.Lock()
+# Files an import reads (a package's data files are left out: stat-ing every file of a large
+# venv takes a second or more, and an unreadable module is what breaks imports).
+_MODULES = (".py", ".so", ".pth")
+
+
+def _check_readable(config: SandboxConfig) -> None:
+    """Refuse code jobs when ``config.uid`` cannot read the environment; a pass is cached."""
+    trees = python_trees()
+    key = (config.mode, config.uid, config.gid, tuple(trees), tuple(runtime(config.python).dirs))
+    with _READABLE_LOCK:
+        if key in _READABLE:
+            return
+    problem = environment_problem(config, trees)
+    if problem is not None:
+        raise unavailable(problem)
+    with _READABLE_LOCK:
+        _READABLE.add(key)
+
+
+def python_trees() -> list[str]:
+    """The directories Python imports from in the sandbox: the standard library (with its
+    extension modules) and the environment's site-packages."""
+    paths = sysconfig.get_paths()
+    found = {
+        os.path.abspath(paths[k])
+        for k in ("stdlib", "platstdlib", "purelib", "platlib")
+        if k in paths and os.path.isdir(paths[k])
+    }
+    return sorted(p for p in found if not any(_inside(p, other) for other in found if other != p))
+
+
+def environment_problem(config: SandboxConfig, trees: Sequence[str] | None = None) -> str | None:
+    """Why scientist code, run as ``config.uid``, could not import from the environment, or None.
+
+    Only when the node runs as root (otherwise runs keep the node's own uid, which reads the
+    environment it runs from). Every directory of ``trees`` (default :func:`python_trees`)
+    must be readable and searchable by the uid, every module file (``.py``, ``.so``,
+    ``.pth``) readable (``__pycache__`` is skipped: Python falls back to the source), and the
+    directories on the way to them
+    searchable — in rlimits-only mode all of them from ``/``; under bubblewrap those below the
+    directory it binds (it recreates the ones above).
+    """
+    if os.geteuid() != 0:
+        return None
+    uid, gid = config.uid, config.gid
+    trees = python_trees() if trees is None else list(trees)
+    bound = runtime(config.python).dirs if config.mode == "bwrap" else ()
+    passes: dict[str, None] = {}  # directories to pass through, in order
+    unreadable: list[str] = []
+    for tree in trees:
+        top = max((d for d in bound if d == tree or _inside(tree, d)), key=len, default="/")
+        for directory in _path_down(top, os.path.dirname(tree)):
+            if not _allows(directory, uid, gid, 0o1):
+                passes.setdefault(directory)
+        unreadable += _unreadable_in(tree, uid, gid)
+        if len(unreadable) > 100:
+            break
+    if not passes and not unreadable:
+        return None
+    blocked = [*passes, *unreadable]
+    first = blocked[0]
+    fixes = []
+    if passes:
+        fixes.append(f"`chmod o+x {' '.join(passes)}` (lets others pass through, not list them)")
+    if unreadable:
+        roots = [t for t in trees if any(p == t or _inside(p, t) for p in unreadable)]
+        fixes.append(f"`chmod -R o+rX {' '.join(roots)}`")
+    more = f" (and {len(blocked) - 1} more)" if len(blocked) > 1 else ""
+    verb = "enter" if passes else "read"
+    return (
+        f"scientist code runs as uid {uid}, which cannot {verb} {first}{more}: "
+        f"{_describe(first)}, on the way to the Python environment the sandbox imports from "
+        f"({', '.join(trees)}); code jobs would fail. Run "
+        + " and ".join(fixes)
+        + ", or install the environment (the venv) in a directory others can read (e.g. "
+        "under /opt)"
+    )
+
+
+def _path_down(top: str, bottom: str) -> list[str]:
+    """``top`` and the directories below it down to ``bottom`` (which is inside it)."""
+    out = [bottom]
+    while out[-1] != top and out[-1] not in ("/", ""):
+        out.append(os.path.dirname(out[-1]))
+    return list(reversed(out))
+
+
+def _allows(path: str, uid: int, gid: int, want: int, st: os.stat_result | None = None) -> bool:
+    """Whether ``uid``/``gid`` (no supplementary groups) has the ``want`` bits (r=4, x=1)."""
+    try:
+        st = os.stat(path) if st is None else st
+    except OSError:
+        return True  # gone, or a dangling link: nothing to read there
+    mode = st.st_mode
+    if st.st_uid == uid:
+        bits = mode >> 6
+    elif st.st_gid == gid:
+        bits = mode >> 3
+    else:
+        bits = mode
+    return bits & want == want
+
+
+def _unreadable_in(tree: str, uid: int, gid: int, limit: int = 100) -> list[str]:
+    """Directories of ``tree`` the uid cannot list and enter, files it cannot read."""
+    found: list[str] = []
+    stack = [tree]
+    while stack and len(found) < limit:
+        directory = stack.pop()
+        if not _allows(directory, uid, gid, 0o5):
+            found.append(directory)
+            continue
+        try:
+            entries = list(os.scandir(directory))
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    if entry.name != "__pycache__":
+                        stack.append(entry.path)
+                elif entry.name.endswith(_MODULES) and not _allows(
+                    entry.path, uid, gid, 0o4, entry.stat()
+                ):
+                    found.append(entry.path)
+            except OSError:
+                continue
+    return found
+
+
+def _describe(path: str) -> str:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return "it cannot be read"
+    kind = "directory" if stat.S_ISDIR(st.st_mode) else "file"
+    return f"a {kind} with mode {stat.S_IMODE(st.st_mode):o}, owner uid {st.st_uid}"

@@ -25,10 +25,11 @@ __all__ = ["database_url", "nothing_left_behind", "postgres_url"]
 
 # DP jobs take their timetable: 1 s to start (the sandbox starts in about 0.35 s here), then
 # one slot of run_seconds + 0.4 s per partition; dp() asks for short runs to keep tests quick.
+# A reviewed job's private run always takes job_start_seconds + job_wall_seconds + 1 = 4 s.
 JOB_SETTINGS = {
     "sandbox_uid": TEST_UID,
     "job_cpu_seconds": 5,
-    "job_wall_seconds": 5,
+    "job_wall_seconds": 2,
     "job_start_seconds": 1,
 }
 RUN_SECONDS = 0.25

@@ -22,11 +22,13 @@ import sqlalchemy as sa
 
 from rds_kernel.errors import BudgetExceeded, Conflict, PermissionDenied
 from rds_kernel.node.jobs import JobService
+from rds_kernel.node.jobs_run import sandbox_of
 from rds_kernel.node.jobs_tables import jobs as jobs_table
 from rds_kernel.node.tables import releases
 from rds_kernel.sandbox import SandboxConfig
 from tests.jobs.conftest import dp, job_node
 from tests.node.nodes import TestNode
+from tests.sandbox.helpers import waive_unreadable_environment
 
 
 def six_sigma(job_result: dict[str, object], output: int = 0) -> float:
@@ -230,7 +232,7 @@ def test_after_a_crash_resume_settles_interrupted_jobs(jobs: JobService) -> None
         conn.execute(
             jobs_table.update()
             .where(jobs_table.c.id.in_([charged.id, lost.id]))
-            .values(status="running", output=None, updated_at=long_ago)
+            .values(status="running", output=None, updated_at=long_ago, heartbeat_at=long_ago)
         )
     jobs.resume()
     assert jobs.store.get(charged.id).status == "done"
@@ -270,6 +272,7 @@ def test_without_isolated_runs_a_dp_job_fails_and_charges_nothing(
     monkeypatch.setattr(Dataset, "scan", counted_scan)
     node = job_node(tmp_path / "node", sandbox=mode)
     node.directory.chmod(0o700)  # rlimits-only refuses a node directory others can read
+    waive_unreadable_environment(monkeypatch, sandbox_of(node.service.settings))
     jobs = JobService(node.service, background=False)
     try:
         alice = node.service.store.get_user("alice")

@@ -127,10 +127,11 @@ def test_bad_submissions_are_refused_with_the_error_envelope(
     cases = [
         ({**dp(SLOW_MEAN), "dataset": "nope"}, 404),
         ({**dp(SLOW_MEAN), "entry": "not a name"}, 400),
+        ({**dp(SLOW_MEAN), "entry": "f\n"}, 400),  # matched whole, not up to a newline
         ({**dp(SLOW_MEAN), "params": {"bounds": [1, 0], "epsilon": 1, "partitions": 3}}, 422),
         ({**dp(SLOW_MEAN), "params": {"bounds": [0, 1], "epsilon": 1, "partitions": 5000}}, 400),
         ({**dp(SLOW_MEAN), "params": {"bounds": [0, 1], "epsilon": 50, "partitions": 5}}, 403),
-        ({**dp(SLOW_MEAN, run_seconds=6)}, 400),  # more than job_wall_seconds (5)
+        ({**dp(SLOW_MEAN, run_seconds=6)}, 400),  # more than job_wall_seconds (2)
         ({**dp(SLOW_MEAN, run_seconds=0.01)}, 422),
         ({**dp(SLOW_MEAN), "request_id": "bad id!"}, 400),
         ({**dp(SLOW_MEAN), "kind": "pickle"}, 400),
@@ -141,3 +142,10 @@ def test_bad_submissions_are_refused_with_the_error_envelope(
         assert set(r.json()) == {"error"}
     assert http.get("/v1/jobs", headers=auth(node, "alice")).json() == {"jobs": []}
     assert http.get("/v1/budget", headers=auth(node, "alice")).json()["epsilon_spent"] == 0
+    # every refusal is audited once, with what was asked (they were not audited at all)
+    audit = http.get("/v1/admin/audit?limit=100", headers=auth(node, "owner")).json()["audit"]
+    refused = [e for e in audit if e["action"] == "job.refused"]
+    assert len(refused) == len(cases)
+    assert all(e["actor"] == "alice" and e["detail"]["kind"] for e in refused[:-1])
+    budget = [e for e in refused if e["detail"]["code"] == "budget_exceeded"]
+    assert budget[0]["detail"]["epsilon"] == 50 and budget[0]["detail"]["dataset"] == "patients"

@@ -216,7 +216,9 @@ def test_a_crash_mid_job_leaves_it_failed_and_charged(
     long_ago = dt.datetime.now(dt.UTC) - dt.timedelta(days=1)
     with jobs.store.engine.begin() as conn:
         conn.execute(
-            jobs_table.update().where(jobs_table.c.id == job.id).values(updated_at=long_ago)
+            jobs_table.update()
+            .where(jobs_table.c.id == job.id)
+            .values(updated_at=long_ago, heartbeat_at=long_ago)
         )
 
     watch = Watch(monkeypatch)

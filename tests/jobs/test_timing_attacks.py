@@ -8,6 +8,10 @@
 2. **The job's timing is visible.** Progress, ``updated_at`` and the finish time moved with the
    runs; now the scientist's view does not move while the job runs, and the job ends at the end
    of its timetable, however long its runs took.
+3. **Another job's data moves the timetable.** A DP job's timetable starts when a worker takes
+   it up; a reviewed job's private run freed its worker when its function returned, so one
+   person's data could shift the start of a DP job queued behind it, and every output of it
+   with it. Now a private run holds its worker for a fixed time too.
 
 Timing margins are stated at each check; the node runs ``job_start_seconds = 1`` and
 ``run_seconds`` from 0.2 s, so slots are 0.6 s or more.
@@ -31,7 +35,7 @@ from rds_kernel.node import jobs_dp
 from rds_kernel.node.jobs import JobService
 from rds_kernel.node.jobs_run import partition
 from rds_kernel.sandbox import SandboxConfig
-from tests.jobs.conftest import dp, job_node
+from tests.jobs.conftest import dp, job_node, reviewed
 from tests.node.nodes import TestNode
 
 TARGET = (pl.col("age") == 18) & (pl.col("systolic_bp") == 220)  # no demo patient matches
@@ -183,3 +187,87 @@ def test_a_dp_job_ends_at_the_end_of_its_timetable_whatever_its_runs_do(
     for name, seconds in durations.items():
         assert planned <= seconds <= planned + 1.0, (name, durations)
     assert [t["seconds"] for t in timetables] == [pytest.approx(planned)] * 2
+
+
+def test_a_reviewed_private_run_takes_the_same_time_whatever_the_data(
+    tmp_path: Path, sandbox: SandboxConfig
+) -> None:
+    """A reviewed job's private run used to end (freeing its worker, and moving the job to
+    output review) when its function returned, so the data could set when the next queued
+    job started: a DP job's timetable, which its runs read from the clock, then moved with
+    another job's private data. Now a private run holds its worker and its status until
+    job_start_seconds + job_wall_seconds + 1 s after it was taken up (here 1 + 2 + 1 = 4 s),
+    whatever the function does: one that returns at once and one that sleeps 1.5 s take the
+    same time. Before the fix they took about 0.5 s and 2 s.
+
+    Margin: the approval does a few database writes around the run (milliseconds); the check
+    allows 1 s past the padded end, and the two must agree within 0.5 s (the 1.5 s the second
+    function sleeps is what the padding hides).
+    """
+    node = job_node(tmp_path / "node", job_wall_seconds=2)
+    jobs = JobService(node.service, background=False)
+    try:
+        alice = node.service.store.get_user("alice")
+        durations = {}
+        for name, nap in (("instant", 0), ("sleepy", 1.5)):
+            source = f"def f(df):\n    import time\n    time.sleep({nap})\n    return 1.0\n"
+            job = jobs.submit(alice, reviewed(source, request_id=name))
+            assert job.status == "pending_review", job.owner_log
+            started = time.monotonic()
+            job = jobs.approve(job.id, actor="owner")  # runs the private step here
+            durations[name] = time.monotonic() - started
+            assert job.status == "output_review"
+            assert job.output == {"type": "json", "value": 1.0}, job.owner_log
+    finally:
+        jobs.close()
+        node.service.close()
+    assert math.isclose(durations["instant"], durations["sleepy"], abs_tol=0.5), durations
+    padded = 1 + 2 + 1
+    for name, seconds in durations.items():
+        assert padded <= seconds <= padded + 1.0, (name, durations)
+
+
+def test_a_padded_private_run_holds_its_worker_and_shows_the_owner_its_output_at_once(
+    tmp_path: Path, sandbox: SandboxConfig
+) -> None:
+    """One worker. Alice's approved job returns at once, but holds the worker to its padded
+    end (4 s after it was taken up): bob's job, submitted meanwhile, does not start its mock
+    run before alice's reaches output review. The owner sees alice's output as soon as it was
+    stored; alice's view (status and updated_at) does not change until the padded end.
+
+    Margin: the sandbox starts in about 0.35 s and the run is due 1 s after the job was taken
+    up, so the output is stored about 1.1 s in; the first check waits up to 3.5 s for it,
+    inside the 4 s padding.
+    """
+    node = job_node(tmp_path / "node", job_wall_seconds=2, job_workers=1)
+    jobs = JobService(node.service, background=True)
+    try:
+        alice = node.service.store.get_user("alice")
+        bob = node.service.store.get_user("bob")
+        job = jobs.submit(alice, reviewed("def f(df):\n    return 1.0\n"))
+        while (job := jobs.store.get(job.id)).status != "pending_review":
+            threading.Event().wait(0.02)
+        jobs.approve(job.id, actor="owner")
+        while (job := jobs.store.get(job.id)).status != "running":
+            threading.Event().wait(0.01)
+        taken_up = time.monotonic()
+        seen = job.public()
+        other = jobs.submit(bob, reviewed("def f(df):\n    return 2.0\n", request_id="bob"))
+        while (job := jobs.store.get(job.id)).output is None:
+            assert time.monotonic() - taken_up < 3.5, "the output was not stored at once"
+            threading.Event().wait(0.02)
+        assert job.status == "running" and job.owner()["output"] == {"type": "json", "value": 1.0}
+        assert job.public() == seen  # the scientist sees nothing move
+        samples = []
+        while (statuses := {j.id: j.status for j in jobs.store.list()})[job.id] == "running":
+            samples.append(statuses[other.id])
+            threading.Event().wait(0.02)
+        assert time.monotonic() - taken_up >= 4.0 - 0.1
+        assert set(samples) == {"submitted"}, samples  # bob's job waited for the worker
+        assert jobs.store.get(job.id).status == "output_review"
+        while jobs.store.get(other.id).status in ("submitted", "mock_running"):
+            threading.Event().wait(0.02)
+        assert jobs.store.get(other.id).status == "pending_review"
+    finally:
+        jobs.close()
+        node.service.close()

@@ -11,7 +11,7 @@ import pyarrow.ipc
 import pytest
 
 from rds_kernel.errors import PermissionDenied
-from rds_kernel.sandbox import Limits, RunResult, SandboxConfig, Session, check_available
+from rds_kernel.sandbox import Limits, RunResult, SandboxConfig, Session, check_available, launch
 
 # A uid nothing else on the machine uses, so a process left running as it is one of ours.
 TEST_UID = 61234
@@ -87,3 +87,18 @@ def zombie_children() -> list[int]:
         if fields[0] == "Z" and int(fields[1]) == os.getpid():
             found.append(int(entry.name))
     return found
+
+
+def waive_unreadable_environment(monkeypatch: pytest.MonkeyPatch, config: SandboxConfig) -> None:
+    """Let ``config`` start even where its uid cannot read the Python environment.
+
+    For rlimits-only tests, whose sandbox sees the host's directories as they are: from a
+    checkout (or a pyenv) under a directory others cannot enter, such as ``/root`` (0700), the
+    node refuses such a sandbox (``launch.environment_problem``, tested on purpose-made
+    directories in test_launch). These tests' functions import nothing the template has not
+    imported as root before it dropped to the uid (numpy, pandas, pyarrow, the input
+    conversion and the output encoding), so their runs never read the environment and work
+    from any checkout; only the check is waived, the sandbox is the real one.
+    """
+    if launch.environment_problem(config) is not None:
+        monkeypatch.setattr(launch, "_check_readable", lambda _config: None)
