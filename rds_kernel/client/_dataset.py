@@ -76,7 +76,9 @@ class RemoteDataset(QueryBuilding):
     def preview(self, spec: QuerySpec) -> Preview:
         """Ask the node what ``spec`` would cost and how accurate it would be. Free."""
         self._check(spec)
-        raw = self.node._transport.post_json("/v1/queries/preview", spec.to_dict())
+        raw = self.node._transport.post_json(
+            "/v1/queries/preview", spec.to_dict(), busy_retries=RELEASE_RETRIES
+        )
         preview = Preview.from_dict(raw, self.node.name)
         notify_budget(self.node.name, preview.budget)
         return preview

@@ -112,8 +112,13 @@ class Transport:
     def get_json(self, route: str, params: Mapping[str, str | int] | None = None) -> Any:
         return self._json(self.request("GET", route, params=params), route)
 
-    def post_json(self, route: str, body: Any, *, retries: int = 0) -> Any:
-        return self._json(self.request("POST", route, body=body, retries=retries), route)
+    def post_json(self, route: str, body: Any, *, retries: int = 0, busy_retries: int = 0) -> Any:
+        """POST ``body``; ``retries`` on any transient failure, ``busy_retries`` on a 429 only
+        (the node ran nothing, so even a request that is not idempotent may be sent again)."""
+        response = self.request(
+            "POST", route, body=body, retries=retries, busy_retries=busy_retries
+        )
+        return self._json(response, route)
 
     def get_bytes(self, route: str, params: Mapping[str, str | int] | None = None) -> bytes:
         return self.request("GET", route, params=params).content
@@ -126,6 +131,7 @@ class Transport:
         params: Mapping[str, str | int] | None = None,
         body: Any = None,
         retries: int = 0,
+        busy_retries: int = 0,
     ) -> requests.Response:
         """One call, tried up to ``1 + retries`` times on transient failures.
 
@@ -133,17 +139,21 @@ class Transport:
         ``request_id`` and the node charges it once however many tries reach it.
         """
         failure: _Transient | None = None
-        for attempt in range(1 + retries):
-            if attempt:
-                assert failure is not None
-                wait = self.retry_backoff * 2 ** (attempt - 1)
-                self._sleep(max(wait, min(failure.retry_after, MAX_RETRY_AFTER)))
+        tries = 0
+        busy = 0
+        while True:
             try:
                 return self._send(method, route, params, body)
             except _Transient as exc:
                 failure = exc
-        assert failure is not None
-        raise failure.error
+            if failure.status == 429 and busy < busy_retries:
+                busy += 1
+            elif tries < retries:
+                tries += 1
+            else:
+                raise failure.error
+            wait = self.retry_backoff * 2 ** (tries + busy - 1)
+            self._sleep(max(wait, min(failure.retry_after, MAX_RETRY_AFTER)))
 
     # ------------------------------------------------------------------ internals
 
@@ -193,7 +203,7 @@ class Transport:
             return response
         error = self._error(response, where)
         if response.status_code in RETRY_STATUSES:
-            raise _Transient(error, _retry_after(response))
+            raise _Transient(error, _retry_after(response), response.status_code)
         raise error
 
     def _error(self, response: requests.Response, where: str) -> RdsError:
@@ -231,7 +241,8 @@ def _retry_after(response: requests.Response) -> float:
 class _Transient(Exception):
     """Carries an error worth retrying (lost connection, timeout, 429, 502/503/504) to the loop."""
 
-    def __init__(self, error: RdsError, retry_after: float = 0.0) -> None:
+    def __init__(self, error: RdsError, retry_after: float = 0.0, status: int = 0) -> None:
         super().__init__(error.message)
         self.error = error
         self.retry_after = retry_after
+        self.status = status

@@ -10,6 +10,9 @@ A release whose work estimate is at least ``HEAVY_WORK`` runs its mechanism on t
 CPU priority (nice 10), so that one scientist's heavy queries slow down others' small ones as
 little as possible.
 
+A request the node refuses (a 4xx) keeps its slot ``REFUSAL_HOLD`` seconds after the answer,
+so that a flood of refused requests runs one refusal at a time at most four times a second.
+
 A client that goes away while its work waits in the queue has the work abandoned: the
 ``abandoned`` event handed to the work is set, and the DP layer checks it right before the
 mechanism runs. Work that has started the mechanism goes on and is charged (a release that ran
@@ -46,6 +49,7 @@ T = TypeVar("T")
 
 RETRY_AFTER = 1  # seconds: DP work usually takes well under that
 _POLL = 0.2  # seconds between checks that the client is still there
+REFUSAL_HOLD = 0.25  # seconds a refused request keeps its slot after the answer
 HEAVY_WORK = 2_000  # work units (about 0.2 s here) from which a release runs at low priority
 HEAVY_NICE = 10  # Linux nice value of the threads that run heavy releases
 
@@ -106,10 +110,19 @@ class Admission:
         try:
             yield
         finally:
-            with self._lock:
-                self._in_flight[user] -= 1
-                if not self._in_flight[user]:
-                    del self._in_flight[user]
+            self._free(user)
+
+    def _free(self, user: str) -> None:
+        with self._lock:
+            self._in_flight[user] -= 1
+            if not self._in_flight[user]:
+                del self._in_flight[user]
+
+    def _hold(self, user: str, seconds: float) -> None:
+        """Keep one more of ``user``'s slots busy for ``seconds`` (from the event loop)."""
+        with self._lock:
+            self._in_flight[user] += 1
+        asyncio.get_running_loop().call_later(seconds, self._free, user)
 
     async def run(
         self,
@@ -129,6 +142,14 @@ class Admission:
             while True:
                 done, _pending = await asyncio.wait({future}, timeout=_POLL)
                 if done:
-                    return future.result()
+                    break
                 if not abandoned.is_set() and await disconnected():
                     abandoned.set()
+        try:
+            return future.result()
+        except RdsError as exc:
+            # A refusal is answered at once but keeps the slot a moment: refusals are cheap
+            # to send and not free to make, and one scientist must not flood the node with them.
+            if 400 <= exc.status < 500 and not isinstance(exc, TooManyRequests):
+                self._hold(user, REFUSAL_HOLD)
+            raise

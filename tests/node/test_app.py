@@ -7,6 +7,7 @@ import io
 import json
 import os
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import polars as pl
 import pytest
 from fastapi.testclient import TestClient
 
+import rds_kernel.node.admission as admission_module
 import rds_kernel.node.service as service_module
 from rds_kernel.node.app import create_app
 from rds_kernel.spec import Query, col, count, mean
@@ -568,10 +570,11 @@ def test_authentication_failures_are_coalesced_per_client_and_window() -> None:
 
 
 def test_one_scientists_refusals_cannot_grow_the_audit_log_without_limit(
-    http: TestClient, node: TestNode
+    http: TestClient, node: TestNode, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Every refused release wrote one row: a scientist could fill the database. Now up to 30
     a minute are recorded in full and the rest counted in the next row."""
+    monkeypatch.setattr(admission_module, "REFUSAL_HOLD", 0.0)  # refusals back to back
     bad = {**spec(), "filter": {"col": "ssn"}}
     for i in range(40):
         body = {"request_id": f"bad-{i}", "spec": bad}
@@ -631,3 +634,19 @@ def test_a_dataset_stored_before_versions_had_directories_is_replaced(
     assert new.scan().select(pl.len()).collect().item() == 1
     [kept] = [p for p in registry.root.glob(".patients.*") if p.resolve() != new.directory]
     assert (kept / "data.parquet").is_file()  # the old rows, kept as the previous version
+
+
+def test_a_refusal_keeps_the_scientists_slot_a_moment(http: TestClient, node: TestNode) -> None:
+    """Refusals are cheap to send and not free to make: a refused request holds its slot for
+    REFUSAL_HOLD after the answer, so a flood of them gets 429s (no parsing) in between."""
+    bad = {**spec(), "filter": {"col": "ssn"}}
+    h = auth(node, "alice")
+    assert (
+        http.post("/v1/queries", json={"request_id": "b1", "spec": bad}, headers=h).status_code
+        == 422
+    )
+    r = http.post("/v1/queries", json={"request_id": "b2", "spec": spec()}, headers=h)
+    assert r.status_code == 429 and r.headers["retry-after"] == "1"
+    assert http.get("/v1/budget", headers=auth(node, "bob")).status_code == 200  # others: fine
+    time.sleep(admission_module.REFUSAL_HOLD + 0.1)
+    assert release(http, node, "b3").status_code == 200
