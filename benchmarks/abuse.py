@@ -63,7 +63,7 @@ def start_node(workdir: Path) -> tuple[subprocess.Popen[bytes], str, dict[str, s
     port = _free_port()
     proc = subprocess.Popen(
         [
-            *(sys.executable, "-m", "rds_kernel.node.cli", "node", "serve", str(node_dir)),
+            *(sys.executable, "-m", "rds_kernel.cli.main", "node", "serve", str(node_dir)),
             *("--port", str(port), "--log-level", "warning"),
         ],
         stdout=subprocess.DEVNULL,

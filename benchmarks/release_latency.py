@@ -134,7 +134,7 @@ def start_node(path: Path, workdir: Path) -> tuple[subprocess.Popen[bytes], str,
         [
             sys.executable,
             "-m",
-            "rds_kernel.node.cli",
+            "rds_kernel.cli.main",
             "node",
             "serve",
             str(node_dir),

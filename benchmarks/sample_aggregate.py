@@ -37,8 +37,8 @@ sys.path.insert(0, str(ROOT))
 
 from rds_kernel.demo.patients import write_demo_dataset  # noqa: E402
 from rds_kernel.dp.aggregate import SLOT_ALLOWANCE, START_TOLERANCE  # noqa: E402
-from rds_kernel.node.jobs import JobService  # noqa: E402
-from rds_kernel.node.jobs_run import arrow_stream, partition  # noqa: E402
+from rds_kernel.node.jobs.run import arrow_stream, partition  # noqa: E402
+from rds_kernel.node.jobs.service import JobService  # noqa: E402
 from rds_kernel.node.service import NodeService  # noqa: E402
 from rds_kernel.node.settings import write_settings  # noqa: E402
 from rds_kernel.sandbox import Limits, SandboxConfig, Session  # noqa: E402

@@ -66,7 +66,7 @@ def demo_process(work: Path, *args: str) -> Iterator[Demo]:
     env.pop("RDS_CONFIG_DIR", None)
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "rds_kernel.node.cli", "demo", *args],
+            [sys.executable, "-m", "rds_kernel.cli.main", "demo", *args],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,

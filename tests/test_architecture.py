@@ -1,4 +1,5 @@
-"""DESIGN §3: imports point inward. This test fails when a module reaches outward."""
+"""Imports point inward (docs/architecture.md, "Parts"). This test fails when a module reaches
+outward, between the roles of the package and between the layers inside the node."""
 
 from __future__ import annotations
 
@@ -15,11 +16,13 @@ BASE = {"errors", "schema", "spec", "mock"}
 ALLOWED: dict[str, set[str]] = {
     **{b: BASE for b in BASE},
     "dp": BASE | {"dp"},
-    "node": BASE | {"dp", "node", "demo", "sandbox"},
+    "node": BASE | {"dp", "node", "sandbox"},
     "sandbox": BASE | {"dp", "sandbox"},
     "client": BASE | {"dp", "client"},
     "jupyter": {"client", "errors", "jupyter", "__init__"},
-    "demo": BASE | {"demo"},
+    # the demo launcher stands up nodes; nothing but the CLI imports the CLI
+    "demo": BASE | {"demo", "dp", "node"},
+    "cli": BASE | {"cli", "demo", "node"},
     # The root only hands `%load_ext rds_kernel` on to jupyter, inside a function.
     "__init__": BASE | {"client", "jupyter"},
 }
@@ -52,13 +55,59 @@ MODULES = sorted(p for p in PACKAGE.rglob("*.py") if "labextension" not in p.par
 def test_imports_point_inward(path: Path) -> None:
     role = role_of(path)
     allowed = ALLOWED.get(role)
-    assert allowed is not None, f"{role!r} is not a role of DESIGN §3; add it there first"
+    assert allowed is not None, f"{role!r} is not a role in docs/architecture.md; add it first"
     outward = imported_roles(path) - allowed - {role}
     assert not outward, f"{path.relative_to(PACKAGE)} ({role}) imports {sorted(outward)}"
 
 
+# Layers inside the node: the store knows nothing of the rest; the services (the node's root
+# modules) use the store; jobs use both; the HTTP API uses everything and nothing uses it.
+NODE = PACKAGE / "node"
+NODE_LAYERS: dict[str, set[str]] = {
+    "store": {"store"},
+    "core": {"core", "store"},
+    "jobs": {"jobs", "core", "store"},
+    "api": {"api", "jobs", "core", "store"},
+}
+
+
+def node_layer(module: str) -> str:
+    """The layer of ``rds_kernel.node.X...`` (or of a file under node/)."""
+    first = module.split(".")[0]
+    return first if first in ("store", "jobs", "api") else "core"
+
+
+NODE_MODULES = sorted(NODE.rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", NODE_MODULES, ids=lambda p: str(p.relative_to(NODE)))
+def test_layers_inside_the_node_point_inward(path: Path) -> None:
+    layer = node_layer(".".join(path.relative_to(NODE).with_suffix("").parts))
+    used = set()
+    for n in ast.walk(ast.parse(path.read_text(), str(path))):
+        names = []
+        if isinstance(n, ast.Import):
+            names = [a.name for a in n.names]
+        elif isinstance(n, ast.ImportFrom) and n.module and n.level == 0:
+            names = [n.module]
+        for name in names:
+            if name.startswith("rds_kernel.node."):
+                used.add(node_layer(name.removeprefix("rds_kernel.node.")))
+    outward = used - NODE_LAYERS[layer]
+    assert not outward, f"node/{path.relative_to(NODE)} ({layer}) imports {sorted(outward)}"
+    if layer == "store":
+        roles = imported_roles(path) - {"node"}
+        assert roles <= {"errors"}, f"the store imports {sorted(roles)}: only errors and itself"
+
+
+def test_nothing_imports_the_cli() -> None:
+    for path in MODULES:
+        if role_of(path) != "cli":
+            assert "cli" not in imported_roles(path), path
+
+
 def test_node_never_evaluates_or_unpickles() -> None:
-    """DESIGN §1: scientist input never reaches eval/exec/pickle on the node."""
+    """Scientist input never reaches eval/exec/pickle on the node."""
     for path in (PACKAGE / "node").rglob("*.py"):
         tree = ast.parse(path.read_text())
         for n in ast.walk(tree):

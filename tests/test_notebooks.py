@@ -99,7 +99,7 @@ def test_notebooks_are_committed_without_outputs(path: Path) -> None:
 
 
 def test_the_course_is_numbered_and_starts_with_the_notebook_rds_demo_opens() -> None:
-    from rds_kernel.node.demo_lab import FIRST_NOTEBOOK
+    from rds_kernel.demo.lab import FIRST_NOTEBOOK
 
     assert NOTEBOOKS[0].name == FIRST_NOTEBOOK
     assert [p.name[:3] for p in NOTEBOOKS] == [f"{i:02d}_" for i in range(1, len(NOTEBOOKS) + 1)]

@@ -36,11 +36,11 @@ from rds_kernel.mock import mock_to_csv_bytes
 from rds_kernel.node.admission import HEAVY_WORK, Abandoned, Admission
 from rds_kernel.node.datasets import Dataset, DatasetRegistry
 from rds_kernel.node.prepared import PreparedCache, weight
-from rds_kernel.node.records import BudgetLine, BudgetView, User
 from rds_kernel.node.refusals import REFUSALS_PER_WINDOW, AuthFailures, Coalescer, asked
 from rds_kernel.node.settings import NodeSettings
 from rds_kernel.node.store import Store
-from rds_kernel.node.tables import json_safe
+from rds_kernel.node.store.records import BudgetLine, BudgetView, User
+from rds_kernel.node.store.tables import json_safe
 from rds_kernel.spec import QuerySpec, validate
 from rds_kernel.spec._expr import SPEC_VERSION
 

@@ -128,7 +128,7 @@ SETTINGS: tuple[Setting, ...] = (
         "Memory kept for prepared (calibrated) queries, in MiB; the least recently used go first.",
         _positive,
     ),
-    # Code jobs (rds_kernel.node.jobs); documented in docs_snippets/jobs.md.
+    # Code jobs (rds_kernel.node.jobs.service); documented in docs_snippets/jobs.md.
     Setting(
         "sandbox",
         str,
@@ -281,7 +281,7 @@ def _checked(values: dict[str, Any], source: str) -> dict[str, Any]:
 
 
 # A reviewed job's private run holds its worker for job_start_seconds + job_wall_seconds + this
-# (a run's slot allowance, 0.4 s, and 0.6 s to store its output; see rds_kernel.node.jobs_steps).
+# (a run's slot allowance, 0.4 s, and 0.6 s to store its output; see rds_kernel.node.jobs.steps).
 PRIVATE_RUN_EXTRA_SECONDS = 1
 
 

@@ -64,7 +64,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     """A node directory served by uvicorn in a thread on an ephemeral port; always stopped."""
     import uvicorn
 
-    from rds_kernel.node.app import create_app
+    from rds_kernel.node.api.app import create_app
 
     directory = tmp_path_factory.mktemp("node")
     tokens, schema_file = _build_node(directory)

@@ -16,7 +16,7 @@ from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
 
 import rds_kernel as rds
-from rds_kernel.node.app import create_app
+from rds_kernel.node.api.app import create_app
 from rds_kernel.node.service import NodeService
 from tests.node.nodes import build_node, serve
 

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from psycopg import sql
 
 from rds_kernel.node.store import Store
-from rds_kernel.node.tables import metadata
+from rds_kernel.node.store.tables import metadata
 
 PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=5"
 

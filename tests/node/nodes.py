@@ -14,8 +14,8 @@ from typing import Any
 import uvicorn
 
 from rds_kernel.demo.patients import write_demo_dataset
+from rds_kernel.node.api.serving import server_config
 from rds_kernel.node.service import NodeService
-from rds_kernel.node.serving import server_config
 from rds_kernel.node.settings import write_settings
 
 ROWS = 3_000

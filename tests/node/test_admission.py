@@ -21,12 +21,12 @@ from typing import Any
 import pytest
 import requests
 
-import rds_kernel.node.app as app_module
+import rds_kernel.node.api.app as app_module
 import rds_kernel.node.service as service_module
 from rds_kernel.errors import TooManyRequests
 from rds_kernel.node.admission import Admission
-from rds_kernel.node.app import create_app
-from rds_kernel.node.serving import GuardedH11Protocol
+from rds_kernel.node.api.app import create_app
+from rds_kernel.node.api.serving import GuardedH11Protocol
 from rds_kernel.spec import Query, col, count, mean
 from tests.node.nodes import TestNode, build_node, serve
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from rds_kernel.node.app import create_app
+from rds_kernel.node.api.app import create_app
 from tests.node.nodes import build_node, serve
 
 
