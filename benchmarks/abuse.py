@@ -63,7 +63,7 @@ def start_node(workdir: Path) -> tuple[subprocess.Popen[bytes], str, dict[str, s
     port = _free_port()
     proc = subprocess.Popen(
         [
-            *(sys.executable, "-m", "rds_kernel.cli.main", "node", "serve", str(node_dir)),
+            *(sys.executable, "-m", "rds_kernel.cli.main", "--dir", str(node_dir), "node", "serve"),
             *("--port", str(port), "--log-level", "warning"),
         ],
         stdout=subprocess.DEVNULL,

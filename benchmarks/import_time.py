@@ -3,7 +3,8 @@
 Each run is a new Python process (cold module cache): it starts an IPython InteractiveShell
 first — a Jupyter kernel has IPython loaded before any cell runs — then times, in that order,
 `import rds_kernel` and `%load_ext rds_kernel`. It also lists any slow module that got imported
-(pandas, polars, ipywidgets, requests, opendp, the server stack): there should be none.
+(pandas, polars, ipywidgets, requests, opendp, pydantic, the server stack): there should be
+none.
 
 Run:  .venv/bin/python benchmarks/import_time.py [--runs 9] [--check]
 Target (issue 3): import + %load_ext <= 0.4 s (median); --check exits 1 above it.
@@ -19,7 +20,17 @@ import sys
 from typing import Any
 
 TARGET_SECONDS = 0.4
-SLOW = ("pandas", "polars", "ipywidgets", "requests", "opendp", "numpy", "pyarrow", "fastapi")
+SLOW = (
+    "pandas",
+    "polars",
+    "ipywidgets",
+    "requests",
+    "opendp",
+    "numpy",
+    "pyarrow",
+    "fastapi",
+    "pydantic",
+)
 
 PROBE = """
 import json, sys, time

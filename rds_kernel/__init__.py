@@ -9,18 +9,18 @@ Scientists need one import::
     q = patients.filter(rds.col("age") >= 50).group_by("sex").agg(rds.count())
     q.preview(epsilon=0.5)         # cost and ± accuracy; spends nothing
     df = q.release(epsilon=0.5)    # pandas DataFrame; df.attrs["epsilon_spent"]
+    node.budget.get()              # what you have left there
 
 In Jupyter, ``%load_ext rds_kernel`` adds the ``%rds`` magics and the budget meter (see
 ``%rds?`` and :mod:`rds_kernel.jupyter`).
 
-Importing this package is light: no pandas, polars, opendp, requests or server code until a
-function needs them.
+Importing this package is light: no pandas, polars, opendp, pydantic, requests or server code
+until a function needs them (``rds.Budget``, a pydantic model, is imported when first used).
 """
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rds_kernel.client import (
-    Budget,
     Job,
     LocalDataset,
     Node,
@@ -37,9 +37,12 @@ from rds_kernel.errors import (
     BudgetExceeded,
     Conflict,
     InternalError,
+    NodeTimeout,
     NodeUnavailable,
+    NodeUnreachable,
     NotFound,
     PermissionDenied,
+    ProtocolError,
     RdsError,
     SchemaError,
     SpecError,
@@ -58,6 +61,9 @@ from rds_kernel.spec import (
     variance,
 )
 
+if TYPE_CHECKING:  # pragma: no cover
+    from rds_kernel.wire import Budget
+
 __all__ = [
     "AuthenticationError",
     "BadRequest",
@@ -68,10 +74,13 @@ __all__ = [
     "Job",
     "LocalDataset",
     "Node",
+    "NodeTimeout",
     "NodeUnavailable",
+    "NodeUnreachable",
     "NotFound",
     "PermissionDenied",
     "Preview",
+    "ProtocolError",
     "Query",
     "QuerySpec",
     "RdsError",
@@ -92,6 +101,15 @@ __all__ = [
     "sum",
     "variance",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # `Budget` is a pydantic model: imported on first use, never by `import rds_kernel`.
+    if name == "Budget":
+        from rds_kernel.wire import Budget
+
+        return Budget
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def load_ipython_extension(ipython: Any) -> None:

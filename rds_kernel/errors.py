@@ -11,13 +11,18 @@ works the same in-process and over HTTP.
     ├── SchemaError             an owner's schema file or dataset does not fit the schema contract
     ├── SpecError               a query spec is malformed, oversized or does not fit the schema
     ├── BadRequest              a request is malformed in a way that is not about the spec
+    ├── ConfigError             the node's settings, files or command-line input are wrong
     ├── AuthenticationError     no token, or a token the node does not know
     ├── PermissionDenied        the token is valid but its role may not do this
     ├── NotFound                the dataset, user or route does not exist
     ├── Conflict                a request_id reused with a different query, or a duplicate name
     ├── BudgetExceeded          the privacy loss would exceed a budget; nothing was charged
     ├── TooManyRequests         too many of your requests are in flight on the node; retry later
-    ├── NodeUnavailable         (client side) the node could not be reached or answered garbage
+    ├── NodeUnavailable         (client side) no usable answer from the node; catch this one
+    │   ├── NodeUnreachable     the connection failed (wrong URL or port, node down, network)
+    │   ├── NodeTimeout         connected, but no answer in time (or a proxy's 504)
+    │   └── ProtocolError       an answer that is not the node's protocol (a proxy's page,
+    │                           a field missing: another service, or another version)
     └── InternalError           a bug on the node; the message never carries private values
 
 Messages say what happened, why, and what to do next.
@@ -31,11 +36,15 @@ __all__ = [
     "AuthenticationError",
     "BadRequest",
     "BudgetExceeded",
+    "ConfigError",
     "Conflict",
     "InternalError",
+    "NodeTimeout",
     "NodeUnavailable",
+    "NodeUnreachable",
     "NotFound",
     "PermissionDenied",
+    "ProtocolError",
     "RdsError",
     "SchemaError",
     "SpecError",
@@ -82,6 +91,17 @@ class BadRequest(RdsError):
     """Raised when a request is malformed in a way unrelated to the query spec."""
 
     code = "bad_request"
+    status = 400
+
+
+class ConfigError(RdsError):
+    """Raised when the node's settings, files or command-line input are wrong (not a request).
+
+    The owner sees it at the command line, or when a node directory is loaded: the message names
+    the file, setting or option and says how to fix it.
+    """
+
+    code = "config_error"
     status = 400
 
 
@@ -132,10 +152,46 @@ class TooManyRequests(RdsError):
 
 
 class NodeUnavailable(RdsError):
-    """Raised by the client when a node cannot be reached or does not answer in the protocol."""
+    """Raised by the client when it gets no usable answer from a node (base of three kinds).
+
+    Catch this one; the subclasses say which: :class:`NodeUnreachable`, :class:`NodeTimeout`
+    or :class:`ProtocolError`. The client retries a release (with the same ``request_id``) on
+    the first two, never on the third.
+    """
 
     code = "node_unavailable"
     status = 503
+
+
+class NodeUnreachable(NodeUnavailable):
+    """Raised when the connection to a node failed: wrong URL or port, node down, no route.
+
+    Also for a proxy in front of the node that says it could not reach it (HTTP 502 or 503
+    without the node's error body). Worth retrying.
+    """
+
+    code = "node_unreachable"
+    status = 503
+
+
+class NodeTimeout(NodeUnavailable):
+    """Raised when a node accepted the connection but did not answer in time (or a proxy's 504).
+
+    Worth retrying; a release may have been charged, so retry it with the same request_id.
+    """
+
+    code = "node_timeout"
+    status = 504
+
+
+class ProtocolError(NodeUnavailable):
+    """Raised when an answer is not the node's protocol: not JSON, not an rds error body, or
+    without a field this client needs (another service at that URL, or another version of
+    rds_kernel). Not retried: asking again gets the same answer.
+    """
+
+    code = "protocol_error"
+    status = 502
 
 
 class InternalError(RdsError):
@@ -151,6 +207,7 @@ _BY_CODE: dict[str, type[RdsError]] = {
         SchemaError,
         SpecError,
         BadRequest,
+        ConfigError,
         AuthenticationError,
         PermissionDenied,
         NotFound,
@@ -158,6 +215,9 @@ _BY_CODE: dict[str, type[RdsError]] = {
         BudgetExceeded,
         TooManyRequests,
         NodeUnavailable,
+        NodeUnreachable,
+        NodeTimeout,
+        ProtocolError,
         InternalError,
     )
 }
@@ -171,11 +231,11 @@ def error_class(code: str) -> type[RdsError]:
 def from_envelope(body: Any, status: int) -> RdsError:
     """Rebuild the exception a node sent as an error envelope.
 
-    A body that is not an envelope (a proxy's HTML page, say) becomes ``NodeUnavailable``.
+    A body that is not an envelope (a proxy's HTML page, say) becomes ``ProtocolError``.
     """
     err = body.get("error") if isinstance(body, dict) else None
     if not isinstance(err, dict) or not isinstance(err.get("code"), str):
-        return NodeUnavailable(
+        return ProtocolError(
             f"the node answered HTTP {status} without an rds error body; "
             "check the URL points at an rds owner node"
         )

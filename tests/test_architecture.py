@@ -11,7 +11,8 @@ import pytest
 import rds_kernel
 
 PACKAGE = Path(rds_kernel.__file__).parent
-BASE = {"errors", "schema", "spec", "mock"}
+# `wire` (the HTTP API's typed bodies) is a leaf both sides share: see test_wire_is_a_leaf
+BASE = {"errors", "schema", "spec", "mock", "wire"}
 # role -> roles (first path component under rds_kernel) it may import
 ALLOWED: dict[str, set[str]] = {
     **{b: BASE for b in BASE},
@@ -19,7 +20,7 @@ ALLOWED: dict[str, set[str]] = {
     "node": BASE | {"dp", "node", "sandbox"},
     "sandbox": BASE | {"dp", "sandbox"},
     "client": BASE | {"dp", "client"},
-    "jupyter": {"client", "errors", "jupyter", "__init__"},
+    "jupyter": {"client", "errors", "jupyter", "wire", "__init__"},
     # the demo launcher stands up nodes; nothing but the CLI imports the CLI
     "demo": BASE | {"demo", "dp", "node"},
     "cli": BASE | {"cli", "demo", "node"},
@@ -41,11 +42,20 @@ def imported_roles(path: Path) -> set[str]:
             names = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names = [node.module]
+            if node.module == "rds_kernel":  # `from rds_kernel import wire`: a module, not the root
+                names = [
+                    f"rds_kernel.{a.name}" if _is_module(a.name) else "rds_kernel"
+                    for a in node.names
+                ]
         for name in names:
             parts = name.split(".")
             if parts[0] == "rds_kernel":
                 roles.add(parts[1] if len(parts) > 1 else "__init__")
     return roles
+
+
+def _is_module(name: str) -> bool:
+    return (PACKAGE / f"{name}.py").is_file() or (PACKAGE / name / "__init__.py").is_file()
 
 
 MODULES = sorted(p for p in PACKAGE.rglob("*.py") if "labextension" not in p.parts)
@@ -97,7 +107,14 @@ def test_layers_inside_the_node_point_inward(path: Path) -> None:
     assert not outward, f"node/{path.relative_to(NODE)} ({layer}) imports {sorted(outward)}"
     if layer == "store":
         roles = imported_roles(path) - {"node"}
-        assert roles <= {"errors"}, f"the store imports {sorted(roles)}: only errors and itself"
+        assert roles <= {"errors", "wire"}, (
+            f"the store imports {sorted(roles)}: only errors, wire and itself"
+        )
+
+
+def test_wire_is_a_leaf() -> None:
+    """The wire models import no other part of rds_kernel: node and client both use them."""
+    assert imported_roles(PACKAGE / "wire.py") == set()
 
 
 def test_nothing_imports_the_cli() -> None:

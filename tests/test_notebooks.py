@@ -138,7 +138,7 @@ class Course:
         out = {}
         for name, connection in self.demo.connections().items():
             with connection.connect() as node:
-                out[name] = node.budget()
+                out[name] = node.budget.get()
         return out
 
     def run(self, path: Path) -> Any:

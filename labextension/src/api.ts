@@ -8,14 +8,26 @@
 import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
 
-export interface IBudget {
-  user: string;
+/**
+ * One budget scope: total, spent and remaining privacy loss. The node's own record,
+ * `rds_kernel.wire.BudgetLine`, field for field (tests/sidebar/test_api_types.py checks it).
+ */
+export interface IBudgetLine {
   epsilon_total: number;
   epsilon_spent: number;
   epsilon_remaining: number;
   delta_total: number;
   delta_spent: number;
   delta_remaining: number;
+}
+
+/**
+ * Your budget on a node: the node-wide line and the caps the owner set for you on single
+ * datasets. The node's own record, `rds_kernel.wire.Budget`, field for field.
+ */
+export interface IBudget extends IBudgetLine {
+  user: string;
+  per_dataset: Record<string, IBudgetLine>;
 }
 
 export type NodeStatus = 'ok' | 'unreachable' | 'error';

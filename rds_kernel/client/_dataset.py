@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING
 
 from rds_kernel.client._builder import QueryBuilding
 from rds_kernel.client._events import notify_budget
-from rds_kernel.client._results import Budget, Preview, release_frame, result_frame
+from rds_kernel.client._results import Preview, release_frame, result_frame
 from rds_kernel.client._transport import RELEASE_RETRIES, path
-from rds_kernel.errors import NodeUnavailable, SpecError
+from rds_kernel.errors import NodeUnavailable, ProtocolError, SpecError
 from rds_kernel.schema import Schema
 from rds_kernel.spec import QuerySpec, validate
 
@@ -64,7 +64,7 @@ class RemoteDataset(QueryBuilding):
             try:
                 frame = pl.read_parquet(io.BytesIO(data))
             except (pl.exceptions.PolarsError, OSError) as exc:
-                raise NodeUnavailable(
+                raise ProtocolError(
                     f"the mock data of {self.name!r} from {self.node.name} is not a Parquet "
                     f"file ({type(exc).__name__}); ask the node owner to check the node"
                 ) from None
@@ -75,11 +75,13 @@ class RemoteDataset(QueryBuilding):
 
     def preview(self, spec: QuerySpec) -> Preview:
         """Ask the node what ``spec`` would cost and how accurate it would be. Free."""
+        from rds_kernel import wire
+
         self._check(spec)
-        raw = self.node._transport.post_json(
-            "/v1/queries/preview", spec.to_dict(), busy_retries=RELEASE_RETRIES
+        answer = self.node._transport.post(
+            "/v1/queries/preview", spec.to_dict(), wire.Preview, busy_retries=RELEASE_RETRIES
         )
-        preview = Preview.from_dict(raw, self.node.name)
+        preview = Preview.from_wire(answer, self.node.name)
         notify_budget(self.node.name, preview.budget)
         return preview
 
@@ -87,24 +89,26 @@ class RemoteDataset(QueryBuilding):
         """Run ``spec`` on the private data; the node charges its exact cost to your budget.
 
         The ``request_id`` (a fresh random one unless given) is chosen before the first try,
-        and lost connections are retried with it, so the node charges the release once.
-        Budget listeners (:func:`rds_kernel.client.add_budget_listener`) then hear your budget
-        after the charge.
+        and lost connections and timeouts are retried with it, so the node charges the
+        release once. Budget listeners (:func:`rds_kernel.client.add_budget_listener`) then
+        hear your budget after the charge.
         """
+        from rds_kernel.wire import ReleaseAnswer
+
         self._check(spec)
         request_id = request_id if request_id is not None else uuid.uuid4().hex
         body = {"request_id": request_id, "spec": spec.to_dict()}
+        transport = self.node._transport
         try:
-            raw = self.node._transport.post_json("/v1/queries", body, retries=RELEASE_RETRIES)
-        except NodeUnavailable as exc:
-            raise NodeUnavailable(
+            answer = transport.post("/v1/queries", body, ReleaseAnswer, retries=RELEASE_RETRIES)
+        except NodeUnavailable as exc:  # keeps its kind: unreachable, timeout or protocol
+            raise type(exc)(
                 f"{exc.message}. The release may have been charged; run it again with "
                 f"request_id={request_id!r} to get its answer without paying twice",
                 {**exc.detail, "request_id": request_id},
             ) from None
-        frame = release_frame(raw, self.node.name)
-        if isinstance(raw, dict) and raw.get("budget") is not None:
-            notify_budget(self.node.name, Budget.from_dict(raw["budget"]))
+        frame = release_frame(answer, self.node.name)
+        notify_budget(self.node.name, answer.budget)
         return frame
 
     def run_on_mock(self, spec: QuerySpec) -> pd.DataFrame:

@@ -2,11 +2,11 @@
 
 The client calls every registered listener with ``(node_name, budget)`` after a release (the
 node's answer carries the budget after the charge), after a preview, and after
-``node.budget()``. The notebook's budget meter listens here, so it follows every release made
+``node.budget.get()``. The notebook's budget meter listens here, so it follows every release made
 from the notebook, whether by the magics or the Python API::
 
     remove = rds.client.add_budget_listener(lambda node, budget: print(node, budget))
-    node.budget()    # prints "hospital_a alice: ε 2 left of 2 ..."
+    node.budget.get()    # prints "hospital_a alice: ε 2 left of 2 ..."
     remove()
 
 ``node_name`` is the name the node was connected under (``rds.connect(..., name=...)``).
@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from rds_kernel.client._results import Budget
+if TYPE_CHECKING:  # pragma: no cover - pydantic is imported with the first answer
+    from rds_kernel.wire import Budget
 
-BudgetListener = Callable[[str, Budget], None]
+BudgetListener = Callable[[str, "Budget"], None]
 """Called with the node's name and your budget on it, as the node reported it."""
 
 _listeners: list[BudgetListener] = []

@@ -18,10 +18,12 @@ Two kinds (DESIGN §2):
     def mean_bmi(df):
         return float(df["bmi"].mean())
 
-    job = rds.submit(mean_bmi, dataset=patients, epsilon=0.5, bounds=(15, 50), partitions=50)
+    job = node.jobs.submit(mean_bmi, dataset=patients, epsilon=0.5, bounds=(15, 50),
+                           partitions=50)   # or rds.submit(mean_bmi, dataset=patients, ...)
     job                 # its status and, while it runs, when it will finish
     job.run_on_mock()   # the same thing, locally on the mock data; spends nothing
     job.result()        # waits; a float (or a list for a list of outputs)
+    node.jobs.list()    # your jobs on the node, newest first; node.jobs.get(job.id) one of them
 
 Only the function's **source text** travels (never pickled code), so the function must be
 self-contained: import what it needs inside it. ``pd``/``pandas`` and ``np``/``numpy`` are
@@ -31,20 +33,22 @@ node's owner can read it.
 
 from __future__ import annotations
 
+import builtins
 import datetime as dt
 import sys
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from rds_kernel.client._jobs_code import decode_output, function_source, run_on_mock
-from rds_kernel.client._results import require
-from rds_kernel.client._transport import RELEASE_RETRIES, path
+from rds_kernel.client._transport import RELEASE_RETRIES, check_answer, path
 from rds_kernel.errors import (
     BadRequest,
+    NodeTimeout,
     NodeUnavailable,
     PermissionDenied,
+    ProtocolError,
     RdsError,
     error_class,
 )
@@ -52,8 +56,9 @@ from rds_kernel.errors import (
 if TYPE_CHECKING:  # pragma: no cover
     from rds_kernel.client._dataset import RemoteDataset
     from rds_kernel.client._node import Node
+    from rds_kernel.wire import JobView
 
-__all__ = ["Job", "JobDraft", "budget_requests", "job", "jobs", "request_budget", "submit"]
+__all__ = ["Job", "JobDraft", "NodeJobs", "job", "jobs", "submit"]
 
 Bounds = tuple[float, float] | Sequence[tuple[float, float]]
 FINAL = ("done", "released", "denied", "failed")
@@ -168,7 +173,7 @@ class JobDraft:
 
     def submit(self, request_id: str | None = None) -> Job:
         """Send it to the node; see :func:`submit`."""
-        return _send(self, request_id)
+        return self.dataset.node.jobs.send(self, request_id)
 
 
 def _kind(settings: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -235,77 +240,163 @@ def submit(
     request_id: str | None = None,
     run_seconds: float | None = None,
 ) -> Job:
-    """Send ``function`` (``def f(df) -> float | list[float]``, or its source text) to a node.
+    """Send ``function`` to ``dataset``'s node: ``dataset.node.jobs.submit(function, ...)``.
 
-    With ``epsilon``, ``bounds`` (``(lower, upper)``, or one pair per number returned) and
-    ``partitions`` (k) it is a DP job; ``default`` (the midpoint of the bounds unless given)
-    stands in for a partition whose run fails or takes longer than ``run_seconds`` (default 1;
-    at most the node's ``job_wall_seconds``). The partitions run one at a time on a fixed
-    timetable: the job lasts about ``k * (run_seconds + 0.4)`` s plus the node's start-up,
-    whatever the function does. With ``message`` it is a reviewed job. A lost connection is
-    retried with the same ``request_id``, so the node stores (and charges) it once.
+    See :meth:`NodeJobs.submit` for the arguments.
     """
-    settings: dict[str, Any] = {"epsilon": epsilon, "bounds": bounds, "partitions": partitions}
-    settings.update(default=default, message=message, run_seconds=run_seconds)
-    if isinstance(function, str):
-        draft = JobDraft.__new__(JobDraft)
-        draft.function, draft.dataset, draft.settings = _not_callable, dataset, settings
-        draft.source, draft.entry = function_source(function, entry)
-        draft.kind, draft.params = _kind(settings)
-    else:
-        draft = JobDraft(function, dataset, **settings)
-    return _send(draft, request_id)
+    return dataset.node.jobs.submit(
+        function,
+        dataset=dataset,
+        epsilon=epsilon,
+        bounds=bounds,
+        partitions=partitions,
+        default=default,
+        message=message,
+        entry=entry,
+        request_id=request_id,
+        run_seconds=run_seconds,
+    )
+
+
+def jobs(node: Node) -> list[Job]:
+    """Your jobs on ``node``, newest first: ``node.jobs.list()``."""
+    return node.jobs.list()
 
 
 def _not_callable(*_args: Any) -> Any:
     raise BadRequest("this job was given as source text; run_on_mock needs the function")
 
 
-def _send(draft: JobDraft, request_id: str | None) -> Job:
-    if not draft.dataset.sends_jobs:
-        raise BadRequest(
-            f"this cell does not send jobs to {draft.dataset.node.name}: run the function on "
-            "the mock data with rds.job(...)(f).run_on_mock(), or send it from a %%rds --on "
-            "cell without --preview"
-        )
-    request_id = request_id or uuid.uuid4().hex
-    body = {
-        "request_id": request_id,
-        "kind": draft.kind,
-        "dataset": draft.dataset.name,
-        "source": draft.source,
-        "entry": draft.entry,
-        "params": draft.params or None,
-        "message": draft.settings.get("message") or "",
-    }
-    node = draft.dataset.node
-    try:
-        raw = node._transport.post_json("/v1/jobs", body, retries=RELEASE_RETRIES)
-    except NodeUnavailable as exc:
-        raise NodeUnavailable(
-            f"{exc.message}. The job may have been stored; submit it again with "
-            f"request_id={request_id!r} to get it without running it twice",
-            {**exc.detail, "request_id": request_id},
-        ) from None
-    return Job(node, raw, function=draft.function, dataset=draft.dataset)
+class NodeJobs:
+    """Your code jobs on one node: :meth:`submit` one, :meth:`list` them, :meth:`get` one."""
+
+    def __init__(self, node: Node) -> None:
+        self._node = node
+
+    def __repr__(self) -> str:
+        return f"<your jobs on {self._node.name}: .submit(f, dataset=...), .list(), .get(id)>"
+
+    def submit(
+        self,
+        function: Callable[..., Any] | str,
+        *,
+        dataset: RemoteDataset | str,
+        epsilon: float | None = None,
+        bounds: Bounds | None = None,
+        partitions: int | None = None,
+        default: Any = None,
+        message: str | None = None,
+        entry: str | None = None,
+        request_id: str | None = None,
+        run_seconds: float | None = None,
+    ) -> Job:
+        """Send ``function`` (``def f(df) -> float | list[float]``, or its source text).
+
+        ``dataset`` is one of this node's datasets (a handle, or its name). With ``epsilon``,
+        ``bounds`` (``(lower, upper)``, or one pair per number returned) and ``partitions``
+        (k) it is a DP job; ``default`` (the midpoint of the bounds unless given) stands in
+        for a partition whose run fails or takes longer than ``run_seconds`` (default 1; at
+        most the node's ``job_wall_seconds``). The partitions run one at a time on a fixed
+        timetable: the job lasts about ``k * (run_seconds + 0.4)`` s plus the node's
+        start-up, whatever the function does. With ``message`` it is a reviewed job. A lost
+        connection or a timeout is retried with the same ``request_id``, so the node stores
+        (and charges) it once. Source text names its function with ``entry``.
+        """
+        handle = self._node.dataset(dataset) if isinstance(dataset, str) else dataset
+        if handle.node is not self._node:
+            raise BadRequest(
+                f"dataset {handle.name!r} is {handle.node.name}'s, not {self._node.name}'s; "
+                f"submit it with {handle.node.name}'s jobs, or pass the dataset's name"
+            )
+        settings: dict[str, Any] = {"epsilon": epsilon, "bounds": bounds}
+        settings.update(partitions=partitions, default=default, message=message)
+        settings.update(run_seconds=run_seconds)
+        if isinstance(function, str):
+            draft = JobDraft.__new__(JobDraft)
+            draft.function, draft.dataset, draft.settings = _not_callable, handle, settings
+            draft.source, draft.entry = function_source(function, entry)
+            draft.kind, draft.params = _kind(settings)
+        else:
+            draft = JobDraft(function, handle, **settings)
+        return self.send(draft, request_id)
+
+    def send(self, draft: JobDraft, request_id: str | None = None) -> Job:
+        """Send a :class:`JobDraft` (what ``draft.submit()`` does)."""
+        from rds_kernel.wire import JobView
+
+        if not draft.dataset.sends_jobs:
+            raise BadRequest(
+                f"this cell does not send jobs to {self._node.name}: run the function on "
+                "the mock data with rds.job(...)(f).run_on_mock(), or send it from a %%rds --on "
+                "cell without --preview"
+            )
+        request_id = request_id or uuid.uuid4().hex
+        body = {
+            "request_id": request_id,
+            "kind": draft.kind,
+            "dataset": draft.dataset.name,
+            "source": draft.source,
+            "entry": draft.entry,
+            "params": draft.params or None,
+            "message": draft.settings.get("message") or "",
+        }
+        transport = self._node._transport
+        try:
+            view = transport.post("/v1/jobs", body, JobView, retries=RELEASE_RETRIES)
+        except NodeUnavailable as exc:  # keeps its kind: unreachable, timeout or protocol
+            raise type(exc)(
+                f"{exc.message}. The job may have been stored; submit it again with "
+                f"request_id={request_id!r} to get it without running it twice",
+                {**exc.detail, "request_id": request_id},
+            ) from None
+        return Job(self._node, view, function=draft.function, dataset=draft.dataset)
+
+    def list(self, limit: int = 100) -> builtins.list[Job]:
+        """Your jobs on the node, newest first."""
+        from rds_kernel.wire import JobList
+
+        answer = self._node._transport.get("/v1/jobs", JobList, {"limit": limit})
+        return [Job(self._node, view) for view in answer.jobs]
+
+    def get(self, job_id: str) -> Job:
+        """Your job ``job_id`` as the node sees it now; ``NotFound`` if you have none such."""
+        from rds_kernel.wire import JobView
+
+        view = self._node._transport.get(path("v1", "jobs", job_id), JobView)
+        return Job(self._node, view)
 
 
 class Job:
-    """A job on a node: its status (and, while a DP job runs, when it will finish), its result."""
+    """A job on a node: its status (and, while a DP job runs, when it will finish), its result.
+
+    :attr:`view` is the job as the node last showed it (asking nothing); :meth:`refresh` asks
+    again. ``status``, ``progress``, ``finishes_at`` and ``mock`` ask the node each time.
+    """
 
     def __init__(
         self,
         node: Node,
-        raw: dict[str, Any],
+        view: JobView | Mapping[str, Any],
         *,
         function: Callable[..., Any] | None = None,
         dataset: RemoteDataset | None = None,
     ) -> None:
         self.node = node
-        self.id = str(require(raw, "id", "POST /v1/jobs"))
-        self._raw = raw
+        # a JobView (what the node answered), or its JSON (checked when .view is read)
+        self._view: JobView | None = None if isinstance(view, Mapping) else view
+        self._raw = dict(view) if isinstance(view, Mapping) else view.to_dict()
+        self.id = str(self._raw["id"])
         self._function = function
         self._dataset = dataset
+
+    @property
+    def view(self) -> JobView:
+        """The job as the node showed it last (when fetched or refreshed); asks nothing."""
+        if self._view is None:
+            from rds_kernel.wire import JobView
+
+            self._view = check_answer(JobView, self._raw, f"GET /v1/jobs/{self.id}")
+        return self._view
 
     def __repr__(self) -> str:
         return (
@@ -361,7 +452,10 @@ class Job:
 
     def refresh(self) -> dict[str, Any]:
         """The node's current view of the job (status, progress, result once released)."""
-        self._raw = self.node._transport.get_json(path("v1", "jobs", self.id))
+        from rds_kernel.wire import JobView
+
+        self._view = self.node._transport.get(path("v1", "jobs", self.id), JobView)
+        self._raw = self._view.to_dict()
         return dict(self._raw)
 
     @property
@@ -398,8 +492,8 @@ class Job:
         A DP job gives a float (or a list of floats); ``refresh()["result"]`` has its cost and
         accuracy. A reviewed job gives a pandas DataFrame, bytes or the JSON value it returned.
         Raises the job's error if it failed, ``PermissionDenied`` if the owner denied it, and
-        ``NodeUnavailable`` if ``timeout`` seconds pass first. ``progress=True`` prints the
-        status (and a DP job's expected finish) while waiting.
+        ``NodeTimeout`` (a ``NodeUnavailable``) if ``timeout`` seconds pass first.
+        ``progress=True`` prints the status (and a DP job's expected finish) while waiting.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
@@ -415,7 +509,7 @@ class Job:
                     print(file=sys.stderr)
                 return self._final(raw)
             if deadline is not None and time.monotonic() >= deadline:
-                raise NodeUnavailable(
+                raise NodeTimeout(
                     f"job {self.id} is still {raw.get('status')} after {timeout:g} s; call "
                     ".result() again to keep waiting (the job keeps running)",
                     {"job": self.id},
@@ -436,9 +530,15 @@ class Job:
             error = raw.get("error") or {}
             cls: type[RdsError] = error_class(str(error.get("code", "internal_error")))
             raise cls(str(error.get("message", f"job {self.id} failed")), {"job": self.id})
-        result = require(raw, "result", f"GET /v1/jobs/{self.id}")
+        result = raw.get("result")
+        if not isinstance(result, dict) or (raw.get("kind") == "dp" and "value" not in result):
+            raise ProtocolError(
+                f"job {self.id} is {status} but the node's answer has no result (value); the "
+                "node may run another version of rds_kernel than this client",
+                {"job": self.id},
+            )
         if raw.get("kind") == "dp":
-            return require(result, "value", f"GET /v1/jobs/{self.id}")
+            return result["value"]
         return decode_output(result)
 
     def run_on_mock(self) -> Any:
@@ -447,23 +547,3 @@ class Job:
             raise BadRequest("this job handle has no function to run; use rds.job(...) first")
         params = self._raw.get("params") or {}
         return run_on_mock(self._function, self._dataset, str(self._raw.get("kind")), params)
-
-
-def request_budget(
-    node: Node, *, epsilon: float, reason: str, delta: float = 0.0
-) -> dict[str, Any]:
-    """Ask the node's owner for ``epsilon`` (and ``delta``) more budget, saying why."""
-    body = {"epsilon": epsilon, "delta": delta, "reason": reason}
-    return dict(node._transport.post_json("/v1/budget/requests", body))
-
-
-def budget_requests(node: Node) -> list[dict[str, Any]]:
-    """Your budget requests on ``node``, newest first, with the owner's decisions."""
-    raw = node._transport.get_json("/v1/budget/requests")
-    return [dict(r) for r in require(raw, "requests", "GET /v1/budget/requests")]
-
-
-def jobs(node: Node) -> list[Job]:
-    """Your jobs on ``node``, newest first."""
-    raw = node._transport.get_json("/v1/jobs")
-    return [Job(node, r) for r in require(raw, "jobs", "GET /v1/jobs")]

@@ -1,4 +1,5 @@
-"""What the client hands back: :class:`Budget`, :class:`Preview` and result DataFrames.
+"""What the client hands back: :class:`Preview` and result DataFrames (the budget is
+:class:`rds_kernel.wire.Budget`, the node's own record, exported as ``rds.Budget``).
 
 A released answer is a pandas DataFrame (group keys, then one column per aggregate) whose
 ``attrs`` record where it came from and what it cost:
@@ -21,90 +22,17 @@ from __future__ import annotations
 
 import html
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from rds_kernel.errors import NodeUnavailable
-
-if TYPE_CHECKING:  # pragma: no cover - pandas is imported when a result is built
+if TYPE_CHECKING:  # pragma: no cover - pandas and pydantic are imported when a result is built
     import pandas as pd
+
+    from rds_kernel import wire
+    from rds_kernel.wire import Budget
 
 SUMMARY_COLUMNS = ("aggregate", "statistic", "mechanism", "scale", "accuracy", "threshold")
 RELEASE_COLUMNS = ("request_id", "dataset", "epsilon", "delta", "created_at", "spec")
-
-
-def require(body: Any, key: str, where: str) -> Any:
-    """``body[key]``, or NodeUnavailable when the node's answer does not have it."""
-    if not isinstance(body, Mapping) or key not in body:
-        raise NodeUnavailable(
-            f"the node's answer to {where} has no {key!r}; the node may run another version "
-            "of rds_kernel than this client (see node.info['version'])"
-        )
-    return body[key]
-
-
-@dataclass(frozen=True)
-class Budget:
-    """Privacy loss allowed, spent and left, for you on one node (or one dataset of it).
-
-    ``per_dataset`` holds the caps the owner set on single datasets, as ``Budget`` values of
-    their own (with an empty ``per_dataset``).
-    """
-
-    user: str
-    epsilon_total: float
-    epsilon_spent: float
-    epsilon_remaining: float
-    delta_total: float
-    delta_spent: float
-    delta_remaining: float
-    per_dataset: Mapping[str, Budget] = field(default_factory=dict)
-
-    @classmethod
-    def from_dict(cls, raw: Any) -> Budget:
-        where = "GET /v1/budget"
-        user = str(require(raw, "user", where))
-        per = raw.get("per_dataset") or {}
-        return cls(
-            **_line(raw, user, where),
-            per_dataset={
-                str(name): cls(**_line(line, user, f"{where} per_dataset[{name!r}]"))
-                for name, line in per.items()
-            },
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "user": self.user,
-            "epsilon_total": self.epsilon_total,
-            "epsilon_spent": self.epsilon_spent,
-            "epsilon_remaining": self.epsilon_remaining,
-            "delta_total": self.delta_total,
-            "delta_spent": self.delta_spent,
-            "delta_remaining": self.delta_remaining,
-            "per_dataset": {n: b.to_dict() for n, b in self.per_dataset.items()},
-        }
-
-    def __str__(self) -> str:
-        return (
-            f"{self.user}: ε {self.epsilon_remaining:g} left of {self.epsilon_total:g} "
-            f"(spent {self.epsilon_spent:g}), δ {self.delta_remaining:g} left of "
-            f"{self.delta_total:g}"
-        )
-
-
-_BUDGET_KEYS = (
-    "epsilon_total",
-    "epsilon_spent",
-    "epsilon_remaining",
-    "delta_total",
-    "delta_spent",
-    "delta_remaining",
-)
-
-
-def _line(raw: Any, user: str, where: str) -> dict[str, Any]:
-    return {"user": user, **{k: float(require(raw, k, where)) for k in _BUDGET_KEYS}}
 
 
 @dataclass(frozen=True, eq=False)
@@ -126,18 +54,17 @@ class Preview:
     budget: Budget
 
     @classmethod
-    def from_dict(cls, raw: Any, node: str) -> Preview:
-        where = "POST /v1/queries/preview"
-        cost, requested = require(raw, "cost", where), require(raw, "requested", where)
+    def from_wire(cls, answer: wire.Preview, node: str) -> Preview:
+        """The preview of a node's ``POST /v1/queries/preview`` answer."""
         return cls(
             node=node,
-            dataset=str(require(raw, "dataset", where)),
-            epsilon=float(require(cost, "epsilon", where)),
-            delta=float(require(cost, "delta", where)),
-            requested_epsilon=float(require(requested, "epsilon", where)),
-            requested_delta=float(require(requested, "delta", where)),
-            rows=tuple(dict(r) for r in require(raw, "summary", where)),
-            budget=Budget.from_dict(require(raw, "budget", where)),
+            dataset=answer.dataset,
+            epsilon=answer.cost.epsilon,
+            delta=answer.cost.delta,
+            requested_epsilon=answer.requested.epsilon,
+            requested_delta=answer.requested.delta,
+            rows=tuple(_rows(answer.summary)),
+            budget=answer.budget,
         )
 
     @property
@@ -174,7 +101,7 @@ class Preview:
 
 
 def result_frame(
-    result: Any,
+    result: Mapping[str, Any],
     *,
     node: str,
     dataset: str,
@@ -189,9 +116,8 @@ def result_frame(
     """The DataFrame of one answer (``{"columns", "rows", "accuracy"}``), with its attrs."""
     import pandas as pd
 
-    where = "the query"
-    columns = [str(c) for c in require(result, "columns", where)]
-    frame = pd.DataFrame(list(require(result, "rows", where)), columns=columns)
+    columns = [str(c) for c in result["columns"]]
+    frame = pd.DataFrame(list(result["rows"]), columns=columns)
     frame.attrs.update(
         node=node,
         dataset=dataset,
@@ -207,30 +133,33 @@ def result_frame(
     return frame
 
 
-def release_frame(raw: Any, node: str) -> pd.DataFrame:
+def release_frame(answer: wire.ReleaseAnswer, node: str) -> pd.DataFrame:
     """The DataFrame of a ``POST /v1/queries`` answer."""
-    where = "POST /v1/queries"
-    cost = require(raw, "cost", where)
     return result_frame(
-        require(raw, "result", where),
+        answer.result.model_dump(),
         node=node,
-        dataset=str(require(raw, "dataset", where)),
-        epsilon_spent=float(require(cost, "epsilon", where)),
-        delta_spent=float(require(cost, "delta", where)),
-        summary=list(raw.get("summary") or []),
+        dataset=answer.dataset,
+        epsilon_spent=answer.cost.epsilon,
+        delta_spent=answer.cost.delta,
+        summary=_rows(answer.summary),
         mock=False,
-        request_id=str(require(raw, "request_id", where)),
-        replayed=bool(raw.get("replayed", False)),
-        created_at=raw.get("created_at"),
+        request_id=answer.request_id,
+        replayed=answer.replayed,
+        created_at=answer.created_at,
     )
 
 
-def releases_frame(raw: Any) -> pd.DataFrame:
+def releases_frame(answer: wire.Releases) -> pd.DataFrame:
     """Your past releases on a node, newest first as the node sends them."""
     import pandas as pd
 
-    rows = list(require(raw, "releases", "GET /v1/releases"))
+    rows = [r.model_dump() for r in answer.releases]
     frame = pd.DataFrame(rows, columns=list(RELEASE_COLUMNS) if not rows else None)
     if "created_at" in frame.columns:
         frame["created_at"] = pd.to_datetime(frame["created_at"], utc=True, format="ISO8601")
     return frame
+
+
+def _rows(summary: list[wire.SummaryRow]) -> list[dict[str, Any]]:
+    """Summary rows as dicts, without the keys the node left out (older nodes send no note)."""
+    return [row.model_dump(exclude_unset=True) for row in summary]

@@ -1,12 +1,23 @@
-"""HTTP to one node: a ``requests.Session``, timeouts, the error envelope and release retries.
+"""HTTP to one node: a ``requests.Session``, timeouts, typed answers, errors and retries.
 
-Every failure becomes an exception of :mod:`rds_kernel.errors`: an error envelope from the node
-becomes the class the node raised (``from_envelope``); an unreachable node, a timeout or an
-answer that is not the node's protocol becomes :class:`NodeUnavailable` saying what to check.
+Every answer is validated with its model from :mod:`rds_kernel.wire` (imported with the first
+answer, so ``import rds_kernel`` stays light), and every failure becomes an exception of
+:mod:`rds_kernel.errors`: an error envelope from the node becomes the class the node raised
+(``from_envelope``); anything else is a :class:`NodeUnavailable`, of one of three kinds:
+
+* :class:`NodeUnreachable`: the connection failed or was lost (or a proxy's 502/503 says it
+  could not reach the node);
+* :class:`NodeTimeout`: no answer within the read timeout (or a proxy's 504);
+* :class:`ProtocolError`: an answer that is not the node's protocol (not JSON, no envelope, a
+  field missing or of the wrong type).
+
+Retries are decided by that class: a release (and a job submission) is sent again after an
+unreachable node or a timeout, always with the same body, so its ``request_id`` makes the node
+charge it once; a ``TooManyRequests`` (429: the node ran nothing) is sent again after its
+``Retry-After``; a protocol error or any answer of the node is never retried.
 
 The token is sent in the ``Authorization`` header of each request and appears nowhere else: not
-in ``repr``, not in messages. ``requests`` is imported on first use so that
-``import rds_kernel`` stays fast.
+in ``repr``, not in messages. ``requests`` is imported on first use.
 """
 
 from __future__ import annotations
@@ -14,13 +25,24 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from rds_kernel.errors import BadRequest, NodeUnavailable, RdsError, from_envelope
+from rds_kernel.errors import (
+    BadRequest,
+    NodeTimeout,
+    NodeUnreachable,
+    ProtocolError,
+    RdsError,
+    TooManyRequests,
+    from_envelope,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import requests
+    from pydantic import BaseModel
+
+    M = TypeVar("M", bound=BaseModel)
 
 Timeout = float | tuple[float, float]
 
@@ -28,10 +50,10 @@ DEFAULT_TIMEOUT: tuple[float, float] = (5.0, 60.0)
 """Seconds to connect, and to wait for an answer once connected."""
 
 RELEASE_RETRIES = 3
-"""Retries of a release after a lost connection, a timeout, a 502/503/504 from a proxy, or a
-429 (too many of your requests in flight on the node: retried after its ``Retry-After``)."""
+"""Retries of a release (or a job submission) after an unreachable node or a timeout (a lost
+connection, a proxy's 502/503/504 included), or a 429 (too many of your requests in flight on
+the node: retried after its ``Retry-After``)."""
 
-RETRY_STATUSES = frozenset({429, 502, 503, 504})
 MAX_RETRY_AFTER = 30.0  # seconds: a longer Retry-After is not waited for
 
 
@@ -58,9 +80,23 @@ def _reason(exc: Exception) -> str:
     return text or type(exc).__name__
 
 
-def _is_envelope(body: Any) -> bool:
-    err = body.get("error") if isinstance(body, dict) else None
-    return isinstance(err, dict) and isinstance(err.get("code"), str)
+def check_answer(model: type[M], raw: Any, where: str) -> M:
+    """``raw`` validated as ``model``, or a ProtocolError naming what is missing or wrong."""
+    from pydantic import ValidationError
+
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        problems = []
+        for e in exc.errors()[:3]:
+            at = ".".join(str(p) for p in e.get("loc", ())) or "the answer"
+            problems.append(f"{at}: {e.get('msg', 'invalid')}")
+        raise ProtocolError(
+            f"the node's answer to {where} is not what this client expects "
+            f"({'; '.join(problems)}); the node may run another version of rds_kernel than "
+            "this client (see node.info['version'])",
+            {"where": where},
+        ) from None
 
 
 class Transport:
@@ -109,16 +145,29 @@ class Transport:
 
     # ------------------------------------------------------------------ the public calls
 
-    def get_json(self, route: str, params: Mapping[str, str | int] | None = None) -> Any:
-        return self._json(self.request("GET", route, params=params), route)
+    def get(self, route: str, model: type[M], params: Mapping[str, str | int] | None = None) -> M:
+        """GET ``route`` and validate the answer as ``model`` (never retried)."""
+        return self._answer(self.request("GET", route, params=params), "GET", route, model)
 
-    def post_json(self, route: str, body: Any, *, retries: int = 0, busy_retries: int = 0) -> Any:
-        """POST ``body``; ``retries`` on any transient failure, ``busy_retries`` on a 429 only
-        (the node ran nothing, so even a request that is not idempotent may be sent again)."""
+    def post(
+        self,
+        route: str,
+        body: Any,
+        model: type[M],
+        *,
+        retries: int = 0,
+        busy_retries: int = 0,
+    ) -> M:
+        """POST ``body`` and validate the answer as ``model``.
+
+        ``retries``: on an unreachable node or a timeout (and on a 429), for requests the node
+        makes idempotent by their ``request_id``; ``busy_retries``: on a 429 only (the node ran
+        nothing, so even a request that is not idempotent may be sent again).
+        """
         response = self.request(
             "POST", route, body=body, retries=retries, busy_retries=busy_retries
         )
-        return self._json(response, route)
+        return self._answer(response, "POST", route, model)
 
     def get_bytes(self, route: str, params: Mapping[str, str | int] | None = None) -> bytes:
         return self.request("GET", route, params=params).content
@@ -133,27 +182,32 @@ class Transport:
         retries: int = 0,
         busy_retries: int = 0,
     ) -> requests.Response:
-        """One call, tried up to ``1 + retries`` times on transient failures.
+        """One call, tried up to ``1 + retries`` times (``+ busy_retries`` on a 429).
 
-        The request (body included) is the same on every try, so a release keeps its
-        ``request_id`` and the node charges it once however many tries reach it.
+        What is retried is decided by the error's class (see the module). The request (body
+        included) is the same on every try, so a release keeps its ``request_id`` and the
+        node charges it once however many tries reach it.
         """
-        failure: _Transient | None = None
         tries = 0
         busy = 0
         while True:
             try:
                 return self._send(method, route, params, body)
-            except _Transient as exc:
-                failure = exc
-            if failure.status == 429 and busy < busy_retries:
-                busy += 1
-            elif tries < retries:
+            except TooManyRequests as exc:
+                if busy < busy_retries:
+                    busy += 1
+                elif tries < retries:
+                    tries += 1
+                else:
+                    raise
+                retry_after = _seconds(exc.detail.get("retry_after"))
+            except (NodeUnreachable, NodeTimeout):
+                if tries >= retries:
+                    raise
                 tries += 1
-            else:
-                raise failure.error
+                retry_after = 0.0
             wait = self.retry_backoff * 2 ** (tries + busy - 1)
-            self._sleep(max(wait, min(failure.retry_after, MAX_RETRY_AFTER)))
+            self._sleep(max(wait, min(retry_after, MAX_RETRY_AFTER)))
 
     # ------------------------------------------------------------------ internals
 
@@ -164,6 +218,11 @@ class Transport:
 
         url = self.url + route
         where = f"{method} {display_url(url)}"
+        check = (
+            "check the URL and port, that the node is running (`rds node serve DIR`) and that "
+            "this machine can reach it"
+        )
+        detail = {"url": display_url(self.url)}
         try:
             response = self.session.request(
                 method,
@@ -174,75 +233,91 @@ class Transport:
                 timeout=self.timeout,
             )
         except requests.exceptions.ConnectTimeout as exc:
-            raise _Transient(
-                NodeUnavailable(
-                    f"could not connect to the node at {display_url(self.url)} "
-                    f"({_reason(exc)}); check the URL and port, that the node is running "
-                    "(`rds node serve DIR`) and that this machine can reach it",
-                    {"url": display_url(self.url)},
-                )
+            raise NodeUnreachable(
+                f"could not connect to the node at {display_url(self.url)} ({_reason(exc)}); "
+                + check,
+                detail,
             ) from None
         except requests.exceptions.Timeout:
-            raise _Transient(
-                NodeUnavailable(
-                    f"{where}: no answer within {self._read_timeout:g} s; the node may be "
-                    "busy — try again, or allow longer with rds.connect(..., timeout=(5, 300))",
-                    {"url": display_url(self.url)},
-                )
+            raise NodeTimeout(
+                f"{where}: no answer within {self._read_timeout:g} s; the node may be "
+                "busy — try again, or allow longer with rds.connect(..., timeout=(5, 300))",
+                detail,
+            ) from None
+        except (requests.exceptions.TooManyRedirects, requests.exceptions.ContentDecodingError):
+            raise ProtocolError(
+                f"{where} answered with something that is not the node's protocol (redirects or "
+                "an undecodable body); check the URL points at an rds owner node",
+                detail,
             ) from None
         except requests.exceptions.RequestException as exc:
-            raise _Transient(
-                NodeUnavailable(
-                    f"could not reach the node at {display_url(self.url)} ({_reason(exc)}); "
-                    "check the URL and port, that the node is running (`rds node serve DIR`) "
-                    "and that this machine can reach it",
-                    {"url": display_url(self.url)},
-                )
+            raise NodeUnreachable(
+                f"could not reach the node at {display_url(self.url)} ({_reason(exc)}); " + check,
+                detail,
             ) from None
         if response.status_code < 400:
             return response
-        error = self._error(response, where)
-        if response.status_code in RETRY_STATUSES:
-            raise _Transient(error, _retry_after(response), response.status_code)
-        raise error
+        raise self._error(response, where)
 
     def _error(self, response: requests.Response, where: str) -> RdsError:
+        from rds_kernel.wire import ErrorEnvelope
+
+        status = response.status_code
+        retry_after = response.headers.get("Retry-After")
         try:
             body = response.json()
         except ValueError:
             body = None
-        if _is_envelope(body):
-            return from_envelope(body, response.status_code)
-        return NodeUnavailable(
-            f"{where} answered HTTP {response.status_code} without an rds error body; "
-            "check the URL points at an rds owner node (not a proxy or another service)",
-            {"url": display_url(self.url), "status": response.status_code},
+        try:
+            ErrorEnvelope.model_validate(body)
+        except ValueError:  # pydantic's ValidationError is a ValueError
+            pass
+        else:
+            error = from_envelope(body, status)
+            if isinstance(error, TooManyRequests) and retry_after is not None:
+                error.detail["retry_after"] = _seconds(retry_after)
+            return error
+        detail: dict[str, Any] = {"url": display_url(self.url), "status": status}
+        bare = f"{where} answered HTTP {status} without an rds error body"
+        if status in (502, 503):
+            return NodeUnreachable(
+                f"{bare}: a proxy or gateway in front of the node could not reach it (or the "
+                "node is overloaded); check that the node is running and try again",
+                detail,
+            )
+        if status == 504:
+            return NodeTimeout(
+                f"{bare}: a proxy or gateway gave up waiting for the node; try again, or ask "
+                "the node's owner to check it",
+                detail,
+            )
+        if status == 429:
+            return TooManyRequests(
+                f"{bare}: too many requests; wait a moment and try again",
+                {**detail, "retry_after": _seconds(retry_after)},
+            )
+        return ProtocolError(
+            f"{bare}; check the URL points at an rds owner node (not a proxy or another service)",
+            detail,
         )
 
-    def _json(self, response: requests.Response, route: str) -> Any:
+    def _answer(self, response: requests.Response, method: str, route: str, model: type[M]) -> M:
+        where = f"{method} {route}"
         try:
-            return response.json()
+            raw = response.json()
         except ValueError:
-            raise NodeUnavailable(
+            raise ProtocolError(
                 f"{display_url(self.url + route)} answered with something that is not JSON; "
                 "check the URL points at an rds owner node",
                 {"url": display_url(self.url)},
             ) from None
+        return check_answer(model, raw, where)
 
 
-def _retry_after(response: requests.Response) -> float:
-    """The seconds a ``Retry-After`` header asks for (0 if absent or not a number)."""
+def _seconds(value: Any) -> float:
+    """Seconds from a ``Retry-After`` header or a ``retry_after`` detail (0 if not a number)."""
     try:
-        return max(0.0, float(response.headers.get("Retry-After", 0)))
-    except ValueError:
+        seconds = float(value)
+    except (TypeError, ValueError):
         return 0.0
-
-
-class _Transient(Exception):
-    """Carries an error worth retrying (lost connection, timeout, 429, 502/503/504) to the loop."""
-
-    def __init__(self, error: RdsError, retry_after: float = 0.0, status: int = 0) -> None:
-        super().__init__(error.message)
-        self.error = error
-        self.retry_after = retry_after
-        self.status = status
+    return seconds if seconds > 0 and seconds == seconds else 0.0

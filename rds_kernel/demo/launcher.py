@@ -138,7 +138,7 @@ def prepare_demo(root: Path, ports: Sequence[int]) -> list[DemoNode]:
 def write_connections(config_dir: Path, nodes: Sequence[DemoNode]) -> Path:
     """Write the scientist's connections where ``$RDS_CONFIG_DIR=config_dir`` finds them.
 
-    The format is that of :mod:`rds_kernel.client._connections` (which the node may not
+    The format is that of :mod:`rds_kernel.client.connections` (which the node may not
     import); the file is replaced atomically and is created with mode 0600.
     """
     config_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -307,8 +307,8 @@ def _say_nodes(
         "",
         f"  demo directory  {root} ({kept})",
         f"  connections     {connections} (the scientist's tokens, mode 0600)",
-        f"  owner's view    rds audit {nodes[0].directory}",
-        f"                  rds budget show {nodes[0].directory} {SCIENTIST}",
+        f"  owner's view    rds --dir {nodes[0].directory} audit",
+        f"                  rds --dir {nodes[0].directory} budget show {SCIENTIST}",
         "",
     ]
     _say("\n".join(lines))

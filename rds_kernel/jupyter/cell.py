@@ -21,11 +21,11 @@ import ast
 import keyword
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Literal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from rds_kernel import Query, QuerySpec
-from rds_kernel.client import Budget, Node, Preview, RemoteDataset
+from rds_kernel.client import Node, Preview, RemoteDataset
 from rds_kernel.errors import BudgetExceeded, RdsError, SpecError
 from rds_kernel.jupyter.display import cost
 
@@ -33,6 +33,9 @@ if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
     import polars as pl
     from IPython.core.interactiveshell import InteractiveShell
+
+    from rds_kernel.client import Budget
+    from rds_kernel.wire import BudgetLine
 
 Mode = Literal["mock", "preview", "remote"]
 _MISSING = object()
@@ -81,13 +84,13 @@ class CellRun:
     def simulated_budget(self, node: Node) -> Budget:
         """The simulated budget on ``node``: at first your real budget left there."""
         if node.name not in self.simulated:
-            self.simulated[node.name] = node.budget()
+            self.simulated[node.name] = node.budget.get()
         return self.simulated[node.name]
 
     def charge_simulated(self, node: Node, dataset: str, epsilon: float, delta: float) -> None:
         """Charge the simulated budget of a mock run, or refuse as the node would."""
         budget = self.simulated_budget(node)
-        lines = [("", budget)]
+        lines: list[tuple[str, BudgetLine]] = [("", budget)]
         if dataset in budget.per_dataset:
             lines.append((f" for dataset {dataset!r}", budget.per_dataset[dataset]))
         for where, line in lines:
@@ -105,7 +108,9 @@ class CellRun:
         per = dict(budget.per_dataset)
         if dataset in per:
             per[dataset] = _debit(per[dataset], epsilon, delta)
-        self.simulated[node.name] = replace(_debit(budget, epsilon, delta), per_dataset=per)
+        self.simulated[node.name] = _debit(budget, epsilon, delta).model_copy(
+            update={"per_dataset": per}
+        )
 
     def summary(self, budgets: Mapping[str, Budget]) -> list[str]:
         """One line per node on what the cell's releases cost, for after the cell."""
@@ -281,13 +286,17 @@ def execute(shell: InteractiveShell, source: str, namespace: dict[str, Any]) -> 
     return eval(compiler(last, filename, "eval"), namespace)  # noqa: S307
 
 
-def _debit(line: Budget, epsilon: float, delta: float) -> Budget:
-    return replace(
-        line,
-        epsilon_spent=line.epsilon_spent + epsilon,
-        epsilon_remaining=line.epsilon_remaining - epsilon,
-        delta_spent=line.delta_spent + delta,
-        delta_remaining=line.delta_remaining - delta,
+Line = TypeVar("Line", bound="BudgetLine")
+
+
+def _debit(line: Line, epsilon: float, delta: float) -> Line:
+    return line.model_copy(
+        update={
+            "epsilon_spent": line.epsilon_spent + epsilon,
+            "epsilon_remaining": line.epsilon_remaining - epsilon,
+            "delta_spent": line.delta_spent + delta,
+            "delta_remaining": line.delta_remaining - delta,
+        }
     )
 
 

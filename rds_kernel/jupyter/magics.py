@@ -18,7 +18,8 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from traitlets import Bool, Integer
 
-from rds_kernel.client import Node, connections_path
+from rds_kernel.client import Node
+from rds_kernel.client.connections import connections_path
 from rds_kernel.errors import BadRequest, RdsError
 from rds_kernel.jupyter import display
 from rds_kernel.jupyter.cell import CellDataset, CellRun, Mode, bindable, bound, execute
@@ -215,7 +216,7 @@ class RdsMagics(Magics):
         for node in self.session.nodes.values():
             user = node.info.get("user") or {}
             try:
-                b = node.budget()
+                b = node.budget.get()
                 left = f"{b.epsilon_remaining:.4g} of {b.epsilon_total:.4g}"
                 datasets = ", ".join(self.session.datasets(node))
             except RdsError as exc:

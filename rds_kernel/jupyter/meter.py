@@ -1,9 +1,10 @@
 """The live privacy-budget meter: per node, epsilon (and delta) left as a bar with numbers.
 
 Built from plain ipywidgets 8 widgets (no JavaScript of ours), so it renders wherever
-ipywidgets does. Its numbers always come from the node: it asks ``node.budget()`` when built,
-and then follows the client's budget listener, which hears the node's budget after every
-release, preview and ``node.budget()`` made in this kernel — by the magics or the Python API.
+ipywidgets does. Its numbers always come from the node: it asks ``node.budget.get()`` when
+built, and then follows the client's budget listener, which hears the node's budget after every
+release, preview and ``node.budget.get()`` made in this kernel — by the magics or the Python
+API.
 A meter built after a kernel restart therefore shows the same numbers as before it.
 
 The bar shows what is left and turns from green to orange when 80 % of the budget is spent
@@ -14,13 +15,17 @@ under the bar (read from the node whenever the meter refreshes).
 from __future__ import annotations
 
 import html
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets  # type: ignore[import-untyped]
 
-from rds_kernel.client import Budget, Node, add_budget_listener, budget_requests
+from rds_kernel.client import Node, add_budget_listener
 from rds_kernel.errors import RdsError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from rds_kernel.client import Budget
+    from rds_kernel.wire import BudgetRequest
 
 WARNING_AT = 0.8
 """Fraction of a budget spent from which the bar is orange (``bar_style="warning"``)."""
@@ -61,11 +66,11 @@ class NodeMeter:
         self.delta_row.layout.display = "none"
         self.requests.layout.display = "none"
 
-    def show_requests(self, requests: list[dict[str, Any]]) -> None:
+    def show_requests(self, requests: Sequence[BudgetRequest]) -> None:
         """List the requests for more budget still waiting for the owner's answer."""
-        pending = [r for r in requests if r.get("status") == "pending"]
+        pending = [r for r in requests if r.status == "pending"]
         self.requests.layout.display = "" if pending else "none"
-        asked = ", ".join(f"ε {float(r.get('epsilon', 0.0)):.4g}" for r in pending)
+        asked = ", ".join(f"ε {r.epsilon:.4g}" for r in pending)
         self.requests.value = (
             f"<i>{len(pending)} request{'s' if len(pending) != 1 else ''} for more budget "
             f"waiting for the owner ({html.escape(asked)})</i>"
@@ -123,8 +128,8 @@ class BudgetMeter:
         """Ask every node for your budget now (an unreachable node shows why on its row)."""
         for name, node in self.nodes.items():
             try:
-                node.budget()  # the budget listener calls self.update
-                self.rows[name].show_requests(budget_requests(node))
+                node.budget.get()  # the budget listener calls self.update
+                self.rows[name].show_requests(node.budget.requests())
             except RdsError as exc:
                 self.rows[name].fail(exc)
 

@@ -13,13 +13,9 @@ import os
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
-from rds_kernel.client import (
-    Budget,
-    Node,
-    RemoteDataset,
-    add_budget_listener,
+from rds_kernel.client import Node, RemoteDataset, add_budget_listener, connect
+from rds_kernel.client.connections import (
     check_connection_name,
-    connect,
     load_connections,
     remove_connection,
     save_connection,
@@ -27,6 +23,7 @@ from rds_kernel.client import (
 from rds_kernel.errors import AuthenticationError, BadRequest, NotFound
 
 if TYPE_CHECKING:  # pragma: no cover - ipywidgets is imported when a meter is first shown
+    from rds_kernel.client import Budget
     from rds_kernel.jupyter.meter import BudgetMeter
 
 Prompt = Callable[[str], str]
@@ -194,7 +191,8 @@ class Session:
     def datasets(self, node: Node, *, refresh: bool = False) -> dict[str, RemoteDataset]:
         """The datasets of ``node`` by name (asked once per kernel unless ``refresh``)."""
         if refresh or node.name not in self._datasets:
-            self._datasets[node.name] = {name: node.dataset(name) for name in node.datasets}
+            names = node.datasets.list()
+            self._datasets[node.name] = {name: node.dataset(name) for name in names}
         return self._datasets[node.name]
 
     # ------------------------------------------------------------------ budgets

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import threading
 import time
 from collections.abc import Iterator
@@ -23,6 +22,7 @@ from typing import Any
 
 import polars as pl
 
+from rds_kernel import wire
 from rds_kernel.dp import PreparedQuery, execute, prepare
 from rds_kernel.errors import (
     BadRequest,
@@ -39,7 +39,7 @@ from rds_kernel.node.prepared import PreparedCache, weight
 from rds_kernel.node.refusals import REFUSALS_PER_WINDOW, AuthFailures, Coalescer, asked
 from rds_kernel.node.settings import NodeSettings
 from rds_kernel.node.store import Store
-from rds_kernel.node.store.records import BudgetLine, BudgetView, User
+from rds_kernel.node.store.records import BudgetLine, BudgetView, User, check_request_id
 from rds_kernel.node.store.tables import json_safe
 from rds_kernel.spec import QuerySpec, validate
 from rds_kernel.spec._expr import SPEC_VERSION
@@ -47,7 +47,6 @@ from rds_kernel.spec._expr import SPEC_VERSION
 __all__ = ["NodeService"]
 
 log = logging.getLogger("rds_kernel.node")
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 
 
 @dataclass(frozen=True)
@@ -86,22 +85,28 @@ class NodeService:
 
     # ------------------------------------------------------------------ public metadata
 
-    def node_info(self, user: User) -> dict[str, Any]:
-        return {
-            "name": self.settings.name,
-            "version": version("rds_kernel"),
-            "opendp_version": version("opendp"),
-            "polars_version": pl.__version__,
-            "spec_version": SPEC_VERSION,
-            "user": {"name": user.name, "role": user.role},
-        }
+    def node_info(self, user: User) -> wire.NodeInfo:
+        return wire.NodeInfo(
+            name=self.settings.name,
+            version=version("rds_kernel"),
+            opendp_version=version("opendp"),
+            polars_version=pl.__version__,
+            spec_version=SPEC_VERSION,
+            user=wire.UserRef(name=user.name, role=user.role),
+        )
 
     def list_datasets(self) -> list[dict[str, Any]]:
+        """Every dataset's name, description, number of columns and public row count."""
         return [ds.summary() for ds in self.datasets.all()]
 
-    def dataset(self, name: str) -> dict[str, Any]:
+    def dataset_list(self) -> wire.DatasetList:
+        """:meth:`list_datasets` as the body of ``GET /v1/datasets``."""
+        return wire.DatasetList.model_validate({"datasets": self.list_datasets()})
+
+    def dataset(self, name: str) -> wire.DatasetSchema:
+        """The dataset's public schema, exactly as ``Schema.to_dict`` writes it."""
         ds = self.datasets.get(name)
-        return {"name": ds.name, "schema": ds.schema.to_dict()}
+        return wire.DatasetSchema.model_validate({"name": ds.name, "schema": ds.schema.to_dict()})
 
     def mock(self, name: str, fmt: str) -> Mock:
         """The dataset's mock rows as Parquet or CSV (public: generated from the schema)."""
@@ -140,18 +145,18 @@ class NodeService:
 
     def preview(
         self, user: User, raw_spec: Any, abandoned: threading.Event | None = None
-    ) -> dict[str, Any]:
+    ) -> wire.Preview:
         """Exact cost and accuracy of a query. Runs nothing on the data, spends nothing."""
         _stop_if(abandoned)
         spec, ds, prepared = self._prepared_query(raw_spec)
         eps, delta = prepared.cost
-        return {
-            "dataset": ds.name,
-            "requested": {"epsilon": spec.epsilon, "delta": spec.delta},
-            "cost": {"epsilon": eps, "delta": delta},
-            "summary": prepared.summary,
-            "budget": self.store.budget_of(user).to_dict(),
-        }
+        return wire.Preview(
+            dataset=ds.name,
+            requested=wire.Cost(epsilon=spec.epsilon, delta=spec.delta),
+            cost=wire.Cost(epsilon=eps, delta=delta),
+            summary=[wire.SummaryRow.model_validate(row) for row in prepared.summary],
+            budget=self.store.budget_of(user),
+        )
 
     def release(
         self,
@@ -159,7 +164,7 @@ class NodeService:
         request_id: Any,
         raw_spec: Any,
         abandoned: threading.Event | None = None,
-    ) -> dict[str, Any]:
+    ) -> wire.ReleaseAnswer:
         """Run a query on the private data, charge its exact cost, and return the answer.
 
         A retry with the same ``request_id`` returns the stored answer and charges nothing.
@@ -193,12 +198,8 @@ class NodeService:
         request_id: Any,
         raw_spec: Any,
         abandoned: threading.Event | None,
-    ) -> dict[str, Any]:
-        if not isinstance(request_id, str) or not _REQUEST_ID.fullmatch(request_id):
-            raise BadRequest(
-                "request_id must be 1-128 letters, digits or '_.:-'; the client picks a fresh "
-                "one per release and reuses it only to retry"
-            )
+    ) -> wire.ReleaseAnswer:
+        request_id = check_request_id(request_id, per="release")
         spec = QuerySpec.from_dict(raw_spec)
         existing = self.store.find_release(user, request_id)
         if existing is not None:
@@ -290,7 +291,7 @@ class NodeService:
         user: User,
         created_at: str | None = None,
         budget: BudgetView | None = None,
-    ) -> dict[str, Any]:
+    ) -> wire.ReleaseAnswer:
         if answer.get("failed"):
             cost = answer["cost"]
             raise InternalError(
@@ -301,34 +302,25 @@ class NodeService:
                 {"request_id": request_id, "charged": cost},
             )
         view = budget if budget is not None else self.store.budget_of(user)
-        return {
-            **answer,
-            "request_id": request_id,
-            "node": self.settings.name,
-            "replayed": replayed,
-            "created_at": created_at,
-            "budget": view.to_dict(),
-        }
+        return wire.ReleaseAnswer.model_validate(
+            {
+                **answer,
+                "request_id": request_id,
+                "node": self.settings.name,
+                "replayed": replayed,
+                "created_at": created_at,
+                "budget": view,
+            }
+        )
 
     # ------------------------------------------------------------------ budgets and history
 
     def budget(self, user: User) -> BudgetView:
         return self.store.budget_of(user)
 
-    def releases(self, user: User, limit: int) -> list[dict[str, Any]]:
-        out = []
-        for r in self.store.releases(user, limit=limit):
-            out.append(
-                {
-                    "request_id": r.request_id,
-                    "dataset": r.dataset,
-                    "epsilon": r.epsilon,
-                    "delta": r.delta,
-                    "created_at": r.created_at.isoformat(),
-                    "spec": r.answer.get("spec"),
-                }
-            )
-        return out
+    def releases(self, user: User, limit: int) -> wire.Releases:
+        """``user``'s own releases, newest first."""
+        return wire.Releases(releases=[r.to_wire() for r in self.store.releases(user, limit=limit)])
 
     # ------------------------------------------------------------------ owner administration
 
@@ -341,6 +333,44 @@ class NodeService:
             )
             self.refused(user.name, "admin.refused", {"request": what[:200]}, error)
             raise error
+
+    def users(self) -> wire.Users:
+        """Every account, disabled ones included, by name (never a token or its hash)."""
+        return wire.Users(users=[u.to_wire() for u in self.store.list_users()])
+
+    def rotate_token(self, actor: str, name: str) -> wire.UserToken:
+        """A new token for ``name`` (shown once); the old one stops working at once."""
+        token = self.store.rotate_token(name, actor=actor)
+        return wire.UserToken(user=self.store.get_user(name).to_wire(), token=token)
+
+    def disable_user(self, actor: str, name: str) -> wire.UserChange:
+        """Stop ``name``'s token from working; their history and budget stay.
+
+        ``actor`` may not disable their own account (over HTTP that would lock the owner out).
+        """
+        if name == actor:
+            raise BadRequest(
+                "you cannot disable the account you are using; use `rds user disable` on the node"
+            )
+        self.store.disable_user(name, actor=actor)
+        return wire.UserChange(user=self.store.get_user(name).to_wire())
+
+    def enable_user(self, actor: str, name: str) -> wire.UserChange:
+        """Let a disabled account's token work again (rotate it too if it may have leaked)."""
+        self.store.enable_user(name, actor=actor)
+        return wire.UserChange(user=self.store.get_user(name).to_wire())
+
+    def user_budget(self, name: str) -> BudgetView:
+        """User ``name``'s budget and per-dataset caps (``NotFound`` for an unknown name)."""
+        return self.store.budget(name)
+
+    def caps(self) -> wire.Caps:
+        """Every dataset's global cap (all scientists together), with what they spent."""
+        return wire.Caps(caps=self.store.dataset_caps())
+
+    def audit_log(self, limit: int = 100) -> wire.AuditLog:
+        """The latest audit entries, newest first."""
+        return wire.AuditLog(audit=[e.to_wire() for e in self.store.audit_log(limit=limit)])
 
     def add_user(
         self,

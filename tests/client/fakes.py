@@ -90,6 +90,7 @@ def release_answer(request_id: str, *, replayed: bool = False) -> dict[str, Any]
         "request_id": request_id,
         "dataset": "patients",
         "node": "hospital_a",
+        "spec": {"version": 1, "dataset": "patients", "epsilon": 0.5, "aggregates": []},
         "result": {
             "columns": ["sex", "count", "mean_cvd"],
             "rows": [["F", 1203, 0.21], ["M", 1187, 0.27]],

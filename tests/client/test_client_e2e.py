@@ -100,7 +100,7 @@ def test_connect_lists_datasets_schema_and_mock(served: Served) -> None:
     assert node.name == "north"
     assert node.info["name"] == "hospital_a"
     assert node.info["user"] == {"name": "alice", "role": "scientist"}
-    assert node.datasets == ["patients"]
+    assert node.datasets.list() == ["patients"]
     patients = node.dataset("patients")
     assert patients.schema.columns == load_schema(served.schema_file).columns
     mock = patients.mock
@@ -122,20 +122,20 @@ def test_unknown_dataset_is_not_found(served: Served) -> None:
 
 def test_preview_spends_nothing(served: Served) -> None:
     node = served.connect()
-    before = node.budget()
+    before = node.budget.get()
     preview = _query(node.dataset("patients")).preview(epsilon=0.5)
     assert 0 < preview.epsilon <= 0.5
     assert preview.summary["aggregate"].tolist()[:1] == ["count"]
-    assert node.budget() == before
+    assert node.budget.get() == before
 
 
 def test_release_spends_exactly_its_cost(served: Served) -> None:
     node = served.connect()
     q = _query(node.dataset("patients"))
     cost = q.preview(epsilon=0.5)
-    before = node.budget()
+    before = node.budget.get()
     df = q.release(epsilon=0.5)
-    after = node.budget()
+    after = node.budget.get()
     assert df.attrs["epsilon_spent"] == cost.epsilon
     assert df.attrs["mock"] is False and df.attrs["replayed"] is False
     assert after.epsilon_spent == pytest.approx(before.epsilon_spent + cost.epsilon, abs=1e-12)
@@ -149,9 +149,9 @@ def test_release_spends_exactly_its_cost(served: Served) -> None:
 def test_run_on_mock_spends_nothing_and_costs_the_same(served: Served) -> None:
     node = served.connect()
     q = _query(node.dataset("patients"))
-    before = node.budget()
+    before = node.budget.get()
     df = q.run_on_mock(epsilon=0.5)
-    assert node.budget() == before
+    assert node.budget.get() == before
     assert df.attrs["mock"] is True and df.attrs["request_id"] is None
     assert df.attrs["epsilon_spent"] == q.preview(epsilon=0.5).epsilon
     assert list(df.columns) == ["sex", "count", "mean_cvd"]
@@ -160,10 +160,10 @@ def test_run_on_mock_spends_nothing_and_costs_the_same(served: Served) -> None:
 def test_retry_with_the_same_request_id_is_charged_once(served: Served) -> None:
     node = served.connect()
     q = _query(node.dataset("patients"))
-    before = node.budget()
+    before = node.budget.get()
     first = q.release(epsilon=0.25, request_id="e2e-retry-1")
     again = q.release(epsilon=0.25, request_id="e2e-retry-1")
-    after = node.budget()
+    after = node.budget.get()
     assert again.attrs["replayed"] is True
     pd.testing.assert_frame_equal(first, again, check_like=False)
     cost = first.attrs["epsilon_spent"]
@@ -192,9 +192,9 @@ def test_a_lost_answer_is_retried_without_a_second_charge(served: Served) -> Non
     session.mount(served.url, losing)
     node = served.connect(session=session)
     node._transport._sleep = lambda _s: None
-    before = node.budget()
+    before = node.budget.get()
     df = _query(node.dataset("patients")).release(epsilon=0.25)
-    after = node.budget()
+    after = node.budget.get()
     assert losing.lost == 1
     assert df.attrs["replayed"] is True
     cost = df.attrs["epsilon_spent"]
@@ -210,14 +210,29 @@ def test_reusing_a_request_id_for_another_query_is_a_conflict(served: Served) ->
 
 def test_budget_exceeded_surfaces_as_the_same_class(served: Served) -> None:
     node = served.connect("bob")
-    before = node.budget()
+    before = node.budget.get()
     with pytest.raises(rds.BudgetExceeded) as info:
         _query(node.dataset("patients")).release(epsilon=1.0)
     assert "left" in info.value.message
-    assert node.budget() == before
+    assert node.budget.get() == before
 
 
 def test_an_invalid_query_is_a_spec_error_from_the_node(served: Served) -> None:
     patients = served.connect().dataset("patients")
     with pytest.raises(rds.SpecError, match="weight"):
         patients.agg(rds.mean("weight", bounds=(0, 200))).preview(epsilon=0.5)
+
+
+def test_every_resource_reads_the_real_nodes_answers(served: Served) -> None:
+    """The typed answers of a real node pass the client's checks: budget, requests, jobs."""
+    node = served.connect(user="bob")
+    assert node.datasets.list() == ["patients"]
+    budget = node.budget.get()
+    assert isinstance(budget, rds.Budget) and budget.user == "bob"
+    asked = node.budget.request(epsilon=0.5, reason="a second model of the plan")
+    assert (asked.user, asked.status, asked.epsilon) == ("bob", "pending", 0.5)
+    assert [r.id for r in node.budget.requests()] == [asked.id]
+    assert node.budget() == node.budget.get()  # older notebooks call it
+    assert node.jobs.list() == []
+    with pytest.raises(rds.NotFound):
+        node.jobs.get("0123456789abcdef")

@@ -22,8 +22,8 @@ def heard() -> Iterator[list[tuple[str, Budget]]]:
 def test_budget_preview_and_release_are_heard(
     node: rds.Node, fake: FakeNode, heard: list[tuple[str, Budget]]
 ) -> None:
-    expected = Budget.from_dict(BUDGET)
-    node.budget()
+    expected = Budget.model_validate(BUDGET)
+    node.budget.get()
     q = node.dataset("patients").agg(rds.count())
     fake.on("POST", "/v1/queries/preview", Reply(body=PREVIEW))
     q.preview(epsilon=0.5)
@@ -67,5 +67,5 @@ def test_removed_listeners_are_not_called(node: rds.Node) -> None:
     add_budget_listener(listener)
     remove_budget_listener(listener)
     remove_budget_listener(listener)  # removing twice is harmless
-    node.budget()
+    node.budget.get()
     assert events == []

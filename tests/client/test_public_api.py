@@ -12,6 +12,8 @@ import rds_kernel
 import rds_kernel.client
 
 HEAVY = (
+    "pydantic",  # the wire models load with the client's first answer, never at import
+    "rds_kernel.wire",
     "fastapi",
     "uvicorn",
     "sqlalchemy",
@@ -39,10 +41,13 @@ def test_all_is_pinned() -> None:
         "Job",
         "LocalDataset",
         "Node",
+        "NodeTimeout",
         "NodeUnavailable",
+        "NodeUnreachable",
         "NotFound",
         "PermissionDenied",
         "Preview",
+        "ProtocolError",
         "Query",
         "QuerySpec",
         "RdsError",
@@ -71,6 +76,9 @@ def test_all_is_pinned() -> None:
         "JobDraft",
         "LocalDataset",
         "Node",
+        "NodeBudget",
+        "NodeDatasets",
+        "NodeJobs",
         "Preview",
         "RemoteDataset",
         "add_budget_listener",
@@ -87,6 +95,34 @@ def test_all_is_pinned() -> None:
         "save_connection",
         "submit",
     ]
+
+
+def test_load_ext_is_light_too() -> None:
+    """`%load_ext rds_kernel` (the magics, the displays) loads no pydantic either."""
+    code = (
+        "import json, sys; from IPython.core.interactiveshell import InteractiveShell; "
+        "shell = InteractiveShell.instance(); import rds_kernel; "
+        "shell.run_line_magic('load_ext', 'rds_kernel'); print(json.dumps(sorted(sys.modules)))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    loaded = [m for m in json.loads(out.stdout) if m.split(".")[0] == "pydantic"]
+    assert loaded == []
+    assert "rds_kernel.wire" not in json.loads(out.stdout)
+
+
+def test_budget_is_the_wire_record_loaded_on_first_use() -> None:
+    """`rds.Budget` is `rds_kernel.wire.Budget`, imported only when first asked for."""
+    code = (
+        "import json, sys; import rds_kernel as rds; before = 'pydantic' in sys.modules; "
+        "from rds_kernel.wire import Budget; "
+        "print(json.dumps([before, rds.Budget is Budget, rds.client.Budget is Budget]))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert json.loads(out.stdout) == [False, True, True]
 
 
 def test_every_public_name_exists() -> None:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+from pydantic import ValidationError
 
 import rds_kernel as rds
+from rds_kernel import wire
 from tests.client.fakes import BUDGET, PREVIEW, FakeNode, Reply, release_answer
 
 
@@ -100,17 +102,25 @@ def test_preview_warns_when_over_budget(node: rds.Node, fake: FakeNode) -> None:
 
 
 def test_budget_round_trips_the_wire_form(node: rds.Node) -> None:
-    b = node.budget()
-    assert isinstance(b, rds.Budget)
+    """rds.Budget is the node's own record (rds_kernel.wire.Budget): the same JSON back."""
+    b = node.budget.get()
+    assert isinstance(b, rds.Budget) and rds.Budget is wire.Budget
     assert b.epsilon_remaining == 4.0 and b.delta_total == 1e-5
     assert b.per_dataset["patients"].epsilon_remaining == 1.0
-    wire = b.to_dict()
-    assert {k: v for k, v in wire.items() if k != "per_dataset"} == {
-        k: v for k, v in BUDGET.items() if k != "per_dataset"
-    }
+    assert b.to_dict() == BUDGET
     assert str(b) == "alice: ε 4 left of 5 (spent 1), δ 1e-05 left of 1e-05"
-    with pytest.raises(AttributeError):
+    with pytest.raises(ValidationError, match="frozen"):
         b.epsilon_total = 10  # type: ignore[misc]
+
+
+def test_calling_the_budget_resource_is_get(node: rds.Node, fake: FakeNode) -> None:
+    """`node.budget()` (older notebooks) is `node.budget.get()`; the resource itself asks
+    nothing until a method is called."""
+    before = len(fake.seen)
+    repr((node.budget, node.jobs, node.datasets, node.info))
+    assert len(fake.seen) == before
+    assert node.budget() == node.budget.get()
+    assert len(fake.calls("GET", "/v1/budget")) == 2
 
 
 def test_releases_is_a_dataframe(node: rds.Node, fake: FakeNode) -> None:
@@ -144,4 +154,4 @@ def test_datasets_lists_names(node: rds.Node, fake: FakeNode) -> None:
         ]
     }
     fake.on("GET", "/v1/datasets", Reply(200, listing))
-    assert node.datasets == ["patients", "visits"]
+    assert node.datasets.list() == ["patients", "visits"]

@@ -7,7 +7,7 @@ import requests
 
 import rds_kernel as rds
 from rds_kernel import errors
-from tests.client.fakes import TOKEN, URL, FakeNode, Reply, release_answer, session_with
+from tests.client.fakes import BUDGET, TOKEN, URL, FakeNode, Reply, release_answer, session_with
 
 ERROR_CLASSES = [
     c
@@ -31,7 +31,7 @@ def test_error_envelope_becomes_the_same_class(
         Reply(cls.status, cls("what happened; what to do", {"k": 1}).envelope()),
     )
     with pytest.raises(cls) as info:
-        node.budget()
+        node.budget.get()
     assert type(info.value) is cls
     assert info.value.message == "what happened; what to do"
     assert info.value.detail == {"k": 1}
@@ -45,47 +45,80 @@ def test_budget_exceeded_on_release_is_not_retried(node: rds.Node, fake: FakeNod
     assert len(fake.calls("POST", "/v1/queries")) == 1
 
 
-@pytest.mark.parametrize("status", [502, 503, 504, 500, 404])
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [
+        (502, rds.NodeUnreachable),
+        (503, rds.NodeUnreachable),
+        (504, rds.NodeTimeout),
+        (500, rds.ProtocolError),
+        (404, rds.ProtocolError),
+    ],
+)
 def test_answer_without_an_envelope_is_node_unavailable(
-    node: rds.Node, fake: FakeNode, status: int
+    node: rds.Node, fake: FakeNode, status: int, kind: type[rds.NodeUnavailable]
 ) -> None:
-    """A proxy's HTML error page is not the node speaking: NodeUnavailable, naming the URL."""
+    """A proxy's HTML error page is not the node speaking: a NodeUnavailable naming the URL,
+    of the kind the status says (a gateway that could not reach the node, or gave up waiting;
+    anything else is not the node's protocol)."""
     fake.on("GET", "/v1/budget", Reply(status, content=b"<html>Bad Gateway</html>"))
     with pytest.raises(rds.NodeUnavailable, match=f"HTTP {status}") as info:
-        node.budget()
+        node.budget.get()
+    assert type(info.value) is kind
     assert "node.test:8765" in info.value.message
 
 
-def test_success_that_is_not_json_is_node_unavailable(node: rds.Node, fake: FakeNode) -> None:
+def test_success_that_is_not_json_is_a_protocol_error(node: rds.Node, fake: FakeNode) -> None:
     fake.on("GET", "/v1/budget", Reply(200, content=b"<html>welcome to nginx</html>"))
-    with pytest.raises(rds.NodeUnavailable, match="not JSON"):
-        node.budget()
+    with pytest.raises(rds.ProtocolError, match="not JSON"):
+        node.budget.get()
 
 
-def test_answer_missing_a_field_is_node_unavailable(node: rds.Node, fake: FakeNode) -> None:
+def test_answer_missing_a_field_is_a_protocol_error(node: rds.Node, fake: FakeNode) -> None:
+    """Every answer is checked against its wire model: what is missing is named."""
     fake.on("GET", "/v1/budget", Reply(200, {"user": "alice"}))
-    with pytest.raises(rds.NodeUnavailable, match="epsilon_total"):
-        node.budget()
+    with pytest.raises(rds.ProtocolError, match="epsilon_total: Field required") as info:
+        node.budget.get()
+    assert isinstance(info.value, rds.NodeUnavailable)
+    assert info.value.code == "protocol_error"
+
+
+def test_answer_with_a_field_of_the_wrong_type_is_a_protocol_error(
+    node: rds.Node, fake: FakeNode
+) -> None:
+    fake.on("GET", "/v1/budget", Reply(200, {**BUDGET, "per_dataset": {"patients": "lots"}}))
+    with pytest.raises(rds.ProtocolError, match=r"per_dataset\.patients"):
+        node.budget.get()
+
+
+def test_an_error_body_that_is_not_an_envelope_is_a_protocol_error(
+    node: rds.Node, fake: FakeNode
+) -> None:
+    fake.on("GET", "/v1/budget", Reply(403, {"error": {"message": "no code"}}))
+    with pytest.raises(rds.ProtocolError, match="HTTP 403 without an rds error body"):
+        node.budget.get()
 
 
 def test_unreachable_node_says_what_to_check() -> None:
     """A refused connection names the URL and what to check, never the token."""
-    with pytest.raises(rds.NodeUnavailable) as info:
+    with pytest.raises(rds.NodeUnreachable) as info:
         rds.connect("http://127.0.0.1:9", token=TOKEN, timeout=2)
     message = info.value.message
     assert "http://127.0.0.1:9" in message
     assert "rds node serve" in message
     assert TOKEN not in message
+    assert info.value.code == "node_unreachable"
 
 
-def test_read_timeout_is_node_unavailable(fake: FakeNode) -> None:
+def test_read_timeout_is_a_node_timeout(fake: FakeNode) -> None:
     fake.on("GET", "/v1/node", requests.exceptions.ReadTimeout("read timed out"))
-    with pytest.raises(rds.NodeUnavailable, match=r"no answer within 60 s"):
+    with pytest.raises(rds.NodeTimeout, match=r"no answer within 60 s") as info:
         rds.connect(URL, token=TOKEN, session=session_with(fake))
+    assert info.value.code == "node_timeout"
 
 
 def test_every_call_has_a_timeout(node: rds.Node, fake: FakeNode) -> None:
-    node.budget()
+    node.budget.get()
     node.dataset("patients")
     assert fake.timeouts and all(t == (5.0, 60.0) for t in fake.timeouts)
 
@@ -151,6 +184,36 @@ def test_a_429_release_is_retried_after_retry_after(
         node.dataset("patients").preview(_spec())
 
 
+@pytest.mark.parametrize(
+    "answer",
+    [
+        Reply(200, content=b"<html>welcome to nginx</html>"),
+        Reply(200, {"request_id": "x"}),
+        Reply(500, content=b"Internal Server Error"),
+    ],
+    ids=["not-json", "missing-fields", "500-without-envelope"],
+)
+def test_a_release_is_not_retried_on_a_protocol_error(
+    node: rds.Node, fake: FakeNode, answer: Reply
+) -> None:
+    """Asking again would get the same answer: a ProtocolError is raised at once, and still
+    names the request_id (the node may have charged it)."""
+    fake.on("POST", "/v1/queries", answer)
+    with pytest.raises(rds.ProtocolError) as info:
+        node.dataset("patients").release(_spec(), request_id="rid-7")
+    assert len(fake.calls("POST", "/v1/queries")) == 1
+    assert info.value.detail["request_id"] == "rid-7"
+
+
+def test_a_release_keeps_the_kind_of_failure_after_its_retries(
+    node: rds.Node, fake: FakeNode
+) -> None:
+    fake.on("POST", "/v1/queries", requests.exceptions.ReadTimeout("read timed out"))
+    with pytest.raises(rds.NodeTimeout, match="request_id='rid-8'"):
+        node.dataset("patients").release(_spec(), request_id="rid-8")
+    assert len(fake.calls("POST", "/v1/queries")) == 4
+
+
 def test_release_does_not_retry_a_node_error(node: rds.Node, fake: FakeNode) -> None:
     """Only transient failures are retried; an envelope (even a 500) is the node's answer."""
     fake.on("POST", "/v1/queries", Reply(500, errors.InternalError("bug").envelope()))
@@ -176,7 +239,7 @@ def test_each_release_gets_a_fresh_request_id(node: rds.Node, fake: FakeNode) ->
 
 
 def test_token_travels_only_in_the_authorization_header(node: rds.Node, fake: FakeNode) -> None:
-    node.budget()
+    node.budget.get()
     for request in fake.seen:
         assert request.headers["Authorization"] == f"Bearer {TOKEN}"
         assert TOKEN not in (request.url or "")
@@ -188,7 +251,7 @@ def test_token_never_appears_in_reprs_or_errors(node: rds.Node, fake: FakeNode) 
     texts = [repr(node), str(node), repr(node._transport), repr(patients), repr(query)]
     fake.on("GET", "/v1/budget", requests.exceptions.ConnectionError(f"boom {URL}"))
     with pytest.raises(rds.NodeUnavailable) as info:
-        node.budget()
+        node.budget.get()
     texts += [str(info.value), repr(info.value), repr(info.value.detail)]
     assert all(TOKEN not in t for t in texts)
     assert repr(node) == "<Node hospital_a at http://node.test:8765 as alice (scientist)>"

@@ -118,7 +118,7 @@ def test_a_reused_demo_directory_rotates_the_scientists_tokens(tmp_path: Path) -
         with pytest.raises(AuthenticationError):
             rds.connect(url, token=first[0].token)
         with rds.connect(url, token=again[0].token) as node:
-            assert node.datasets == ["patients"]
+            assert node.datasets.list() == ["patients"]
 
 
 # --------------------------------------------------------------------------- the command
@@ -139,7 +139,7 @@ def test_demo_without_lab_serves_both_nodes_and_stops_on_sigint(tmp_path: Path) 
             assert connection.token not in running.stderr
             with connection.connect() as node:
                 assert node.info["name"] == name
-                assert node.datasets == ["patients"]
+                assert node.datasets.list() == ["patients"]
                 budget = node.budget()
                 assert (budget.epsilon_total, budget.delta_total) == (10.0, 1e-5)
         assert running.stop(signal.SIGINT) == 0

@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 import rds_kernel as rds
+from rds_kernel import wire
 from rds_kernel.client._results import release_frame
 from rds_kernel.jupyter.display import (
     describe_spec,
@@ -38,7 +39,7 @@ def test_numbers_are_shown_to_their_accuracy(
 
 
 def released() -> pd.DataFrame:
-    return release_frame(release_answer("r-1"), "hospital_a")
+    return release_frame(wire.ReleaseAnswer.model_validate(release_answer("r-1")), "hospital_a")
 
 
 def test_a_release_shows_values_with_accuracy_cost_and_node() -> None:
@@ -51,7 +52,9 @@ def test_a_release_shows_values_with_accuracy_cost_and_node() -> None:
 
 
 def test_a_replayed_release_and_a_mock_run_say_so() -> None:
-    replayed = release_frame(release_answer("r-2", replayed=True), "hospital_a")
+    replayed = release_frame(
+        wire.ReleaseAnswer.model_validate(release_answer("r-2", replayed=True)), "hospital_a"
+    )
     assert "not charged again" in str(result_html(replayed))
     mock = released()
     mock.attrs["mock"] = True
@@ -84,7 +87,7 @@ def test_unloading_the_extension_restores_the_default_displays(shell: Shell) -> 
 
 
 def test_a_preview_is_a_table_of_mechanism_scale_accuracy_threshold(shell: Shell) -> None:
-    preview = rds.Preview.from_dict(PREVIEW, "hospital_a")
+    preview = rds.Preview.from_wire(wire.Preview.model_validate(PREVIEW), "hospital_a")
     table = preview_table(preview)
     assert list(table.columns) == [
         "aggregate",

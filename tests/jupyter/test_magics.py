@@ -247,7 +247,7 @@ def test_the_same_cell_runs_on_mock_then_on_the_node(
     """Mock mode spends nothing; remote mode spends exactly the release's cost."""
     shell, token = connected
     node = served.node(token)
-    before = node.budget()
+    before = node.budget.get()
 
     mock = shell.run("%%rds --mock --epsilon 0.5\n" + QUERY)
     assert mock.error is None, mock.text
@@ -255,14 +255,14 @@ def test_the_same_cell_runs_on_mock_then_on_the_node(
     assert list(mock.value.columns) == ["sex", "count", "mean_cvd"]
     assert "mock run: 1 release on the mock data of hospital_a would cost ε=0.5" in mock.text
     assert "Mock run on the mock data of 'patients' from hospital_a" in shell.html_of(mock.value)
-    assert node.budget() == before
+    assert node.budget.get() == before
 
     remote = shell.run("%%rds --on hospital_a --epsilon 0.5\n" + QUERY)
     assert remote.error is None, remote.text
     df = remote.value
     assert isinstance(df, pd.DataFrame) and df.attrs["mock"] is False
     assert df.attrs["node"] == "hospital_a" and list(df.columns) == list(mock.value.columns)
-    after = node.budget()
+    after = node.budget.get()
     spent = df.attrs["epsilon_spent"]
     assert after.epsilon_spent == pytest.approx(before.epsilon_spent + spent, abs=1e-12)
     assert f"hospital_a: 1 release charged ε={spent:.4g}; ε {after.epsilon_remaining:.4g}" in (
@@ -290,10 +290,10 @@ def test_preview_spends_nothing_and_shows_cost_and_accuracy(
 ) -> None:
     shell, token = connected
     node = served.node(token)
-    before = node.budget()
+    before = node.budget.get()
     ran = shell.run("%%rds --on hospital_a --preview --epsilon 0.5\n" + QUERY)
     assert ran.error is None, ran.text
-    assert node.budget() == before
+    assert node.budget.get() == before
     assert "Preview of 'patients' on hospital_a: would cost ε=0.5" in ran.html
     for column in ("aggregate", "mechanism", "scale", "± accuracy (95 %)", "threshold"):
         assert f"<th>{column}</th>" in ran.html
@@ -336,12 +336,12 @@ def test_a_refused_release_is_one_line_and_costs_nothing(
 ) -> None:
     shell, token = connected
     node = served.node(token)
-    before = node.budget()
+    before = node.budget.get()
     ran = shell.run("%%rds --on hospital_a\npatients.agg(rds.count()).release(epsilon=5)")
     assert isinstance(ran.error, MagicError)
     line = assert_one_line(ran.text, "BudgetExceeded: ")
     assert "needs ε=5" in line and "hospital_a" in line and "ask the owner" in line
-    assert node.budget() == before
+    assert node.budget.get() == before
 
 
 def test_the_mock_budget_refuses_what_the_node_would(
@@ -349,7 +349,7 @@ def test_the_mock_budget_refuses_what_the_node_would(
 ) -> None:
     """The simulated budget starts at the real one (3) and is never sent to the node."""
     shell, token = connected
-    before = served.node(token).budget()
+    before = served.node(token).budget.get()
     ran = shell.run(
         "%%rds --mock --epsilon 1.2\n"
         "first = patients.agg(rds.count()).release()\n"
@@ -360,7 +360,7 @@ def test_the_mock_budget_refuses_what_the_node_would(
     assert "simulated budget" in line
     assert "mock run: 2 releases on the mock data of hospital_a would cost ε=2.4" in ran.text
     assert "second" in shell.ns and "third" not in shell.ns
-    assert served.node(token).budget() == before
+    assert served.node(token).budget.get() == before
 
 
 def test_federation_is_not_supported_yet(connected: tuple[Shell, str], served: Served) -> None:
@@ -417,7 +417,7 @@ def test_mock_and_preview_cells_never_send_code_jobs(
     """A job submitted from a cell that promises to spend nothing is refused, in one line."""
     shell, token = connected
     node = served.node(token)
-    before = node.budget()
+    before = node.budget.get()
     cell = (
         f"%%rds {flags}\n"
         "def share(df):\n"
@@ -428,5 +428,5 @@ def test_mock_and_preview_cells_never_send_code_jobs(
     assert isinstance(ran.error, MagicError)
     line = assert_one_line(ran.text, "BadRequest: ")
     assert "does not send jobs" in line
-    assert node.budget() == before
+    assert node.budget.get() == before
     assert jobs(node) == []

@@ -73,7 +73,7 @@ def test_the_magics_tour_runs_end_to_end(
     assert len(error["traceback"]) == 1
     assert error["traceback"][0].startswith("BudgetExceeded: hospital_a: needs ε=100")
 
-    released = served.node(token).budget()
+    released = served.node(token).budget.get()
     assert 0 < released.epsilon_spent <= 0.5  # the one remote release, nothing else
     assert "hospital_a" in text_of(history)
     # The meter shown before the release moved with it, through the kernel's comms.

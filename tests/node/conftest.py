@@ -17,7 +17,6 @@ import sqlalchemy as sa
 from psycopg import sql
 
 from rds_kernel.node.store import Store
-from rds_kernel.node.store.tables import metadata
 
 PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=5"
 
@@ -49,17 +48,29 @@ def postgres_url() -> Iterator[str]:
             admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
 
 
+def empty(url: str) -> None:
+    """Drop every table of the database at ``url`` (``alembic_version`` too) and the audit
+    log's trigger function: an empty database again."""
+    engine = sa.create_engine(url)
+    try:
+        tables = sa.MetaData()
+        tables.reflect(engine)
+        tables.drop_all(engine)
+        with engine.begin() as conn:
+            conn.execute(sa.text("DROP FUNCTION IF EXISTS audit_log_append_only()"))
+    finally:
+        engine.dispose()
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def database_url(request: pytest.FixtureRequest, tmp_path: os.PathLike[str]) -> Iterator[str]:
-    """The URL of an empty node database; PostgreSQL tables are dropped after each test."""
+    """The URL of an empty node database; PostgreSQL is emptied after each test."""
     if request.param == "sqlite":
         yield f"sqlite:///{os.path.join(tmp_path, 'node.db')}"
         return
     url: str = request.getfixturevalue("postgres_url")
     yield url
-    engine = sa.create_engine(url)
-    metadata.drop_all(engine)
-    engine.dispose()
+    empty(url)
 
 
 @pytest.fixture

@@ -12,18 +12,20 @@ from __future__ import annotations
 import datetime as dt
 import math
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from rds_kernel.client import (
-    Budget,
+from rds_kernel.client import Node
+from rds_kernel.client.connections import (
     Connection,
-    Node,
     load_connections,
     remove_connection,
     save_connection,
 )
-from rds_kernel.errors import NodeUnavailable, NotFound, RdsError
+from rds_kernel.errors import NodeTimeout, NodeUnreachable, NotFound, RdsError
 from rds_kernel.jupyter.failures import one_line
+
+if TYPE_CHECKING:  # pragma: no cover
+    from rds_kernel.client import Budget
 
 NODE_TIMEOUT: tuple[float, float] = (2.0, 10.0)
 """Seconds to connect to a node, and to wait for each answer, when the sidebar asks."""
@@ -63,8 +65,8 @@ def node_summary(connection: Connection) -> dict[str, Any]:
             user = node.info.get("user") or {}
             out["node_name"] = node.info.get("name")
             out["user"] = user.get("name") if isinstance(user, dict) else None
-            out["datasets"] = sorted(node.datasets)
-            out["budget"] = summarise_budget(node.budget())
+            out["datasets"] = sorted(node.datasets.list())
+            out["budget"] = summarise_budget(node.budget.get())
     except RdsError as exc:
         out["status"] = _status(exc)
         out["message"] = one_line(exc, connection.name)
@@ -115,12 +117,9 @@ def remove_node(name: str) -> None:
 
 
 def summarise_budget(budget: Budget | None) -> dict[str, Any] | None:
-    """The node-wide budget as JSON, without the per-dataset caps (None stays None)."""
-    if budget is None:
-        return None
-    out = budget.to_dict()
-    out.pop("per_dataset", None)
-    return out
+    """The budget as the node sent it (``rds_kernel.wire.Budget``, the sidebar's ``IBudget``:
+    the node-wide line and the per-dataset caps); None stays None."""
+    return None if budget is None else budget.to_dict()
 
 
 def _saved(name: str) -> Connection:
@@ -135,7 +134,8 @@ def _connect(connection: Connection) -> Node:
 
 
 def _status(exc: RdsError) -> Status:
-    return "unreachable" if isinstance(exc, NodeUnavailable) else "error"
+    # a node that answers something else (ProtocolError) was reached: it is an error
+    return "unreachable" if isinstance(exc, NodeUnreachable | NodeTimeout) else "error"
 
 
 def _json_value(value: Any) -> Any:

@@ -1,6 +1,9 @@
-"""The owner node's HTTP API (FastAPI). Routes only parse, call the service and render.
+"""The owner node's HTTP API (FastAPI). Routes only parse, call one service method and render.
 
-Every error leaves as one envelope, ``{"error": {"code", "message", "detail"}}``, built by
+Every body is a model of :mod:`rds_kernel.wire`: routes declare them (their return annotations
+are their response models, so ``/openapi.json`` and ``/docs`` show every answer's shape) and
+FastAPI sends only what they declare. Every error leaves as one envelope,
+``{"error": {"code", "message", "detail"}}`` (:class:`rds_kernel.wire.ErrorEnvelope`), built by
 :func:`error_response`; nothing else (no traceback, no private value) is ever in an error body.
 """
 
@@ -11,7 +14,7 @@ import asyncio
 import json
 import logging
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from importlib.metadata import version
 from pathlib import Path
@@ -22,10 +25,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi_offline import FastAPIOffline
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from rds_kernel import wire
 from rds_kernel.errors import (
     AuthenticationError,
     BadRequest,
@@ -44,7 +48,7 @@ __all__ = ["create_app", "error_response"]
 log = logging.getLogger("rds_kernel.node")
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"description": text, "model": None}
+    status: {"description": text, "model": wire.ErrorEnvelope}
     for status, text in (
         (400, "Bad request"),
         (401, "Missing or unknown token"),
@@ -53,39 +57,63 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (409, "request_id reused for another query, or name taken"),
         (422, "The query spec is invalid"),
         (429, "Too many of your requests in flight; see Retry-After"),
+        (500, "An error of the node (a release that failed is charged; see the message)"),
     )
 }
 
+MOCK_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The mock rows, as a file (Parquet by default, or CSV).",
+        "content": {
+            media: {"schema": {"type": "string", "format": "binary"}}
+            for media in ("application/vnd.apache.parquet", "text/csv")
+        },
+    }
+}
 
-def error_response(err: RdsError) -> JSONResponse:
-    """The one place where error bodies are built."""
-    headers = None
+
+def error_response(
+    err: RdsError, status: int | None = None, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    """The one place where error bodies are built (``status``: other than the error's own)."""
     if isinstance(err, TooManyRequests):
-        headers = {"Retry-After": str(err.detail.get("retry_after", 1))}
-    return JSONResponse(err.envelope(), status_code=err.status, headers=headers)
+        headers = {**(headers or {}), "Retry-After": str(err.detail.get("retry_after", 1))}
+    body = wire.ErrorEnvelope(
+        error=wire.ErrorBody(code=err.code, message=err.message, detail=err.detail)
+    )
+    return JSONResponse(body.to_dict(), status_code=status or err.status, headers=headers)
 
 
-# ---------------------------------------------------------------- request bodies
+# ---------------------------------------------------------------- request bodies read in the slot
 
-
-class QuerySpecBody(BaseModel):
-    """The query spec (see ``rds_kernel.spec``; the node validates it strictly)."""
-
-    model_config = {"extra": "allow"}
-    dataset: str
-    epsilon: float
-    aggregates: list[dict[str, Any]]
-
-
-class ReleaseRequest(BaseModel):
-    request_id: str = Field(description="Chosen by the client; reuse it only to retry.")
-    spec: QuerySpecBody = Field(description="The query spec (see rds_kernel.spec).")
+# The preview and release routes read their body themselves, inside the admission slot (see
+# create_app); these are their bodies in the OpenAPI schema, as components of their own.
+BODIES: tuple[type[BaseModel], ...] = (wire.QuerySpecBody, wire.ReleaseRequest)
 
 
 def _body_of(model: type[BaseModel]) -> dict[str, Any]:
     """The OpenAPI request body of a route that reads its body itself."""
-    schema = {"content": {"application/json": {"schema": model.model_json_schema()}}}
-    return {"requestBody": {"required": True, **schema}}
+    assert model in BODIES, model
+    schema = {"$ref": f"#/components/schemas/{model.__name__}"}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+def _with_bodies(app: FastAPI) -> Callable[[], dict[str, Any]]:
+    """``app.openapi``, with the components of :data:`BODIES` added."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = generate()
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            for model in BODIES:
+                own = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                components.update(own.pop("$defs", {}))
+                components[model.__name__] = own
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    return openapi
 
 
 def _json_object(raw: bytes, what: str) -> dict[str, Any]:
@@ -97,27 +125,6 @@ def _json_object(raw: bytes, what: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise BadRequest(f"the {what} must be a JSON object")
     return value
-
-
-_KEEP_DELTA = "Omitted: the δ already set stays (0 where none was)."
-
-
-class BudgetUpdate(BaseModel):
-    epsilon: float = Field(ge=0, allow_inf_nan=False)
-    delta: float | None = Field(None, ge=0, lt=1, allow_inf_nan=False, description=_KEEP_DELTA)
-    dataset: str | None = Field(None, description="Cap for one dataset instead of the total.")
-
-
-class CapUpdate(BaseModel):
-    epsilon: float = Field(ge=0, allow_inf_nan=False)
-    delta: float | None = Field(None, ge=0, lt=1, allow_inf_nan=False, description=_KEEP_DELTA)
-
-
-class NewUser(BaseModel):
-    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")
-    role: Literal["owner", "scientist"] = "scientist"
-    epsilon: float | None = Field(None, ge=0, allow_inf_nan=False)
-    delta: float = Field(0.0, ge=0, lt=1, allow_inf_nan=False)
 
 
 # ---------------------------------------------------------------- ASGI middleware
@@ -176,9 +183,7 @@ class Hardening:
                 slow = BadRequest(
                     f"the request body did not arrive within {BODY_SECONDS:g} s; send it at once"
                 )
-                await JSONResponse(slow.envelope(), status_code=408)(
-                    scope, receive, send_with_headers
-                )
+                await error_response(slow, 408)(scope, receive, send_with_headers)
                 return
             if message["type"] != "http.request":  # the client went away
                 return
@@ -275,23 +280,29 @@ def create_app(
     Limit = Annotated[int, Query(ge=1, le=1000)]
 
     @app.get("/healthz", tags=["public"])
-    async def healthz() -> dict[str, str]:
+    async def healthz() -> wire.Health:
         # async: answered on the event loop, never queued behind any thread pool
-        return {"status": "ok"}
+        return wire.Health()
 
     @app.get("/v1/node", tags=["datasets"])
-    def node_info(user: Who) -> dict[str, Any]:
+    def node_info(user: Who) -> wire.NodeInfo:
         return svc.node_info(user)
 
     @app.get("/v1/datasets", tags=["datasets"])
-    def datasets(user: Who) -> dict[str, Any]:
-        return {"datasets": svc.list_datasets()}
+    def datasets(user: Who) -> wire.DatasetList:
+        return svc.dataset_list()
 
-    @app.get("/v1/datasets/{name}", tags=["datasets"])
-    def dataset(name: str, user: Who) -> dict[str, Any]:
+    # absent schema keys are left out of the answer (as in the schema file), never null
+    @app.get("/v1/datasets/{name}", tags=["datasets"], response_model_exclude_none=True)
+    def dataset(name: str, user: Who) -> wire.DatasetSchema:
         return svc.dataset(name)
 
-    @app.get("/v1/datasets/{name}/mock", tags=["datasets"])
+    @app.get(
+        "/v1/datasets/{name}/mock",
+        tags=["datasets"],
+        response_class=Response,
+        responses=MOCK_RESPONSE,
+    )
     def mock(name: str, user: Who, format: Literal["parquet", "csv"] = "parquet") -> Response:
         m = svc.mock(name, format)
         return Response(
@@ -303,91 +314,89 @@ def create_app(
     # DP work runs on the admission pool (its own threads, a limit per user); these routes are
     # async so that waiting for it holds no thread of the server's own pool.
     # Their bodies are parsed inside the admission slot (not by FastAPI before it), so that a
-    # request beyond the scientist's limit costs the node no parsing at all.
-    @app.post("/v1/queries/preview", tags=["queries"], openapi_extra=_body_of(QuerySpecBody))
-    async def preview(user: Who, request: Request) -> dict[str, Any]:
+    # request beyond the scientist's limit costs the node no parsing at all; the OpenAPI schema
+    # still shows them (_body_of).
+    @app.post("/v1/queries/preview", tags=["queries"], openapi_extra=_body_of(wire.QuerySpecBody))
+    async def preview(user: Who, request: Request) -> wire.Preview:
         raw = await request.body()
-        return await svc.admission.run(
+        answer: wire.Preview = await svc.admission.run(
             user.name,
             lambda stop: svc.preview(user, _json_object(raw, "query spec"), stop),
             request.is_disconnected,
         )
+        return answer
 
-    @app.post("/v1/queries", tags=["queries"], openapi_extra=_body_of(ReleaseRequest))
-    async def release(user: Who, request: Request) -> dict[str, Any]:
+    @app.post("/v1/queries", tags=["queries"], openapi_extra=_body_of(wire.ReleaseRequest))
+    async def release(user: Who, request: Request) -> wire.ReleaseAnswer:
         raw = await request.body()
 
-        def work(stop: threading.Event) -> dict[str, Any]:
+        def work(stop: threading.Event) -> wire.ReleaseAnswer:
             body = _json_object(raw, "release request")
             if "spec" not in body:
                 raise BadRequest("invalid request — spec: Field required")
             return svc.release(user, body.get("request_id"), body["spec"], stop)
 
-        return await svc.admission.run(user.name, work, request.is_disconnected)
+        answer: wire.ReleaseAnswer = await svc.admission.run(
+            user.name, work, request.is_disconnected
+        )
+        return answer
 
     @app.get("/v1/budget", tags=["budget"])
-    def budget(user: Who) -> dict[str, Any]:
-        return svc.budget(user).to_dict()
+    def budget(user: Who) -> wire.Budget:
+        return svc.budget(user)
 
     @app.get("/v1/releases", tags=["budget"])
-    def releases(user: Who, limit: Limit = 100) -> dict[str, Any]:
-        return {"releases": svc.releases(user, limit)}
+    def releases(user: Who, limit: Limit = 100) -> wire.Releases:
+        return svc.releases(user, limit)
 
     @app.get("/v1/admin/users", tags=["admin"])
-    def users(user: Owner) -> dict[str, Any]:
-        return {"users": [u.to_dict() for u in svc.store.list_users()]}
+    def users(user: Owner) -> wire.Users:
+        return svc.users()
 
     @app.post("/v1/admin/users", tags=["admin"], status_code=201)
-    def add_user(body: NewUser, user: Owner) -> dict[str, Any]:
+    def add_user(body: wire.NewUser, user: Owner) -> wire.UserToken:
+        """A new account and its token (shown once), with a budget if ``epsilon`` is given."""
         new, token = svc.add_user(
             user.name, body.name, body.role, epsilon=body.epsilon, delta=body.delta
         )
-        return {"user": new.to_dict(), "token": token}
+        return wire.UserToken(user=new.to_wire(), token=token)
 
     @app.post("/v1/admin/users/{name}/rotate", tags=["admin"])
-    def rotate(name: str, user: Owner) -> dict[str, Any]:
+    def rotate(name: str, user: Owner) -> wire.UserToken:
         """A new token for ``name`` (shown once); the old one stops working at once."""
-        token = svc.store.rotate_token(name, actor=user.name)
-        return {"user": svc.store.get_user(name).to_dict(), "token": token}
+        return svc.rotate_token(user.name, name)
 
     @app.post("/v1/admin/users/{name}/disable", tags=["admin"])
-    def disable(name: str, user: Owner) -> dict[str, Any]:
+    def disable(name: str, user: Owner) -> wire.UserChange:
         """Stop ``name``'s token from working; their history and budget stay."""
-        if name == user.name:
-            raise BadRequest(
-                "you cannot disable the account you are using; use `rds user disable` on the node"
-            )
-        svc.store.disable_user(name, actor=user.name)
-        return {"user": svc.store.get_user(name).to_dict()}
+        return svc.disable_user(user.name, name)
 
     @app.post("/v1/admin/users/{name}/enable", tags=["admin"])
-    def enable(name: str, user: Owner) -> dict[str, Any]:
-        svc.store.enable_user(name, actor=user.name)
-        return {"user": svc.store.get_user(name).to_dict()}
+    def enable(name: str, user: Owner) -> wire.UserChange:
+        return svc.enable_user(user.name, name)
 
     @app.get("/v1/admin/budgets/{name}", tags=["admin"])
-    def user_budget(name: str, user: Owner) -> dict[str, Any]:
-        svc.store.get_user(name)
-        return svc.store.budget(name).to_dict()
+    def user_budget(name: str, user: Owner) -> wire.Budget:
+        return svc.user_budget(name)
 
     @app.put("/v1/admin/budgets/{name}", tags=["admin"])
-    def set_budget(name: str, body: BudgetUpdate, user: Owner) -> dict[str, Any]:
-        view = svc.set_budget(user.name, name, body.epsilon, body.delta, dataset=body.dataset)
-        return view.to_dict()
+    def set_budget(name: str, body: wire.BudgetUpdate, user: Owner) -> wire.Budget:
+        return svc.set_budget(user.name, name, body.epsilon, body.delta, dataset=body.dataset)
 
     @app.get("/v1/admin/caps", tags=["admin"])
-    def caps(user: Owner) -> dict[str, Any]:
-        return {"caps": {k: v.to_dict() for k, v in svc.store.dataset_caps().items()}}
+    def caps(user: Owner) -> wire.Caps:
+        return svc.caps()
 
     @app.put("/v1/admin/caps/{dataset}", tags=["admin"])
-    def set_cap(dataset: str, body: CapUpdate, user: Owner) -> dict[str, Any]:
-        return svc.set_cap(user.name, dataset, body.epsilon, body.delta).to_dict()
+    def set_cap(dataset: str, body: wire.CapUpdate, user: Owner) -> wire.BudgetLine:
+        return svc.set_cap(user.name, dataset, body.epsilon, body.delta)
 
     @app.get("/v1/admin/audit", tags=["admin"])
-    def audit(user: Owner, limit: Limit = 100) -> dict[str, Any]:
-        return {"audit": [e.to_dict() for e in svc.store.audit_log(limit=limit)]}
+    def audit(user: Owner, limit: Limit = 100) -> wire.AuditLog:
+        return svc.audit_log(limit)
 
     app.include_router(jobs_router(svc, current_user, owner))
+    app.openapi = _with_bodies(app)  # type: ignore[method-assign]
     return app
 
 
@@ -407,9 +416,8 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def http_error(_r: Request, exc: StarletteHTTPException) -> Response:
         if exc.status_code == 404:
             return error_response(NotFound("no such endpoint; see /docs for the API"))
-        err = BadRequest(str(exc.detail))
         # keeps the exception's headers: a 405 must say what is Allowed
-        return JSONResponse(err.envelope(), status_code=exc.status_code, headers=exc.headers)
+        return error_response(BadRequest(str(exc.detail)), exc.status_code, exc.headers)
 
     handlers: list[tuple[type[Exception], Handler]] = [
         (RdsError, rds_error),

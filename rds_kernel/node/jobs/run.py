@@ -49,7 +49,7 @@ _START_SECONDS = 60.0
 def sandbox_of(settings: NodeSettings) -> SandboxConfig:
     """The node's sandbox configuration; the node directory is never visible inside."""
     return SandboxConfig(
-        mode=settings.sandbox,  # type: ignore[arg-type]  # checked by the setting
+        mode=settings.sandbox,
         uid=settings.sandbox_uid,
         gid=settings.sandbox_uid,
         hidden=(settings.directory,),

@@ -57,7 +57,7 @@ from rds_kernel.node.refusals import asked
 from rds_kernel.node.service import NodeService
 from rds_kernel.node.store.budget_requests import BudgetRequests
 from rds_kernel.node.store.jobs import Job, JobStore, NewJob
-from rds_kernel.node.store.records import User
+from rds_kernel.node.store.records import User, check_request_id
 from rds_kernel.node.store.tables import utcnow
 from rds_kernel.sandbox import check_available
 
@@ -65,7 +65,6 @@ __all__ = ["JobService"]
 
 log = logging.getLogger("rds_kernel.node.jobs.service")
 
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 _ENTRY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 _MAX_SOURCE = 200_000
 _MAX_MESSAGE = 4000
@@ -89,9 +88,10 @@ class JobService:
     def __init__(self, node: NodeService, *, background: bool = True) -> None:
         self.node = node
         self.settings = node.settings
-        self.store = JobStore(self.settings.resolved_database_url)
-        self.store.create_tables()
-        self.requests = BudgetRequests(self.store.engine, node.store)
+        # The node's one engine: the store makes the tables, the node service disposes of it.
+        node.store.create_all()
+        self.store = JobStore(node.store.engine)
+        self.requests = BudgetRequests(node.store)
         self._sessions = Sessions()
         self.steps = Steps(node, self.store, self._sessions)
         self.sandbox = self.steps.sandbox
@@ -119,7 +119,6 @@ class JobService:
         if self._queue is not None:
             self._queue.close()
         self._heartbeat.close()
-        self.store.close()
 
     # ------------------------------------------------------------------ scientists
 
@@ -137,12 +136,7 @@ class JobService:
     def _submit(self, user: User, body: dict[str, Any]) -> Job:
         if user.role != "scientist":
             raise PermissionDenied("only scientists submit jobs; use a scientist's token")
-        request_id = body.get("request_id")
-        if not isinstance(request_id, str) or not _REQUEST_ID.fullmatch(request_id):
-            raise BadRequest(
-                "request_id must be 1-128 letters, digits or '_.:-'; the client picks a fresh "
-                "one per job and reuses it only to retry"
-            )
+        request_id = check_request_id(body.get("request_id"), per="job")
         new = self._validate(body)
         if self.store.find(user, request_id) is None:
             # a retry gets its stored job back even if the budget or the sandbox changed since

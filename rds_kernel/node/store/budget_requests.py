@@ -1,9 +1,10 @@
 """Budget top-up requests: a scientist asks for more privacy budget; the owner grants or denies.
 
-A grant is one transaction on one connection (the jobs tables and the ledger's share one
-database): it claims the request with a guarded update (``pending`` → ``granted``), raises the
-scientist's node-wide total by the amount asked with ``ledger.raise_budget`` (which reads the
-total under its lock and audits the new one) and audits the grant. So two owners granting at
+A grant is one transaction on one connection (the store's one engine serves the ledger and
+these requests alike): it claims the request with a guarded update (``pending`` →
+``granted``), raises the scientist's node-wide total by the amount asked with
+``ledger.raise_budget`` (which reads the total under its lock and audits the new one) and
+audits the grant. So two owners granting at
 once raise it once, a concurrent ``rds budget set`` is applied before or after the grant and
 never lost, and a crash leaves either nothing or all of it. (Older versions went through a
 ``granting`` status in three transactions; a request a crash left there is shown as it is.)
@@ -11,16 +12,20 @@ never lost, and a crash leaves either nothing or all of it. (Older versions went
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import sqlalchemy as sa
 
 from rds_kernel.errors import BadRequest, Conflict, NotFound
 from rds_kernel.node.store import Store, ledger
-from rds_kernel.node.store.job_tables import budget_requests
-from rds_kernel.node.store.records import User
-from rds_kernel.node.store.tables import append_audit, positive_limit, reading, utcnow
+from rds_kernel.node.store.records import PrivacyLoss, User
+from rds_kernel.node.store.tables import (
+    append_audit,
+    budget_requests,
+    positive_limit,
+    reading,
+    utcnow,
+)
 
 __all__ = ["BudgetRequests"]
 
@@ -29,19 +34,18 @@ _PENDING = 20  # open requests one scientist may have at once
 
 
 class BudgetRequests:
-    """The ``budget_requests`` table, on the engine of a job store."""
+    """The ``budget_requests`` table, on the engine of the node's ``Store``."""
 
-    def __init__(self, engine: sa.Engine, store: Store) -> None:
-        self.engine = engine
+    def __init__(self, store: Store) -> None:
         self.store = store
+        self.engine = store.engine
 
     def ask(self, user: User, epsilon: float, delta: float, reason: str) -> dict[str, Any]:
         """Record a scientist's request for ``epsilon`` (and ``delta``) more, with a reason."""
-        epsilon, delta = _amount("epsilon", epsilon), _amount("delta", delta)
-        if epsilon == 0 and delta == 0:
+        loss = PrivacyLoss(epsilon, delta)
+        if loss.zero:
             raise BadRequest("ask for some budget: epsilon or delta must be above 0")
-        if delta >= 1:
-            raise BadRequest(f"delta must be below 1, got {delta}")
+        epsilon, delta = loss.epsilon, loss.delta
         if not isinstance(reason, str) or not reason.strip() or "\x00" in reason:
             raise BadRequest("say why you need more budget (reason='...'); the owner reads it")
         if len(reason) > _MAX_REASON:
@@ -181,14 +185,6 @@ class BudgetRequests:
                 {"request": request_id, "note": note},
             )
         return True
-
-
-def _amount(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise BadRequest(f"{name} must be a finite number, got {value!r:.40}")
-    if value < 0:
-        raise BadRequest(f"{name} must be ≥ 0, got {value}")
-    return float(value)
 
 
 def _view(row: sa.Row[Any]) -> dict[str, Any]:

@@ -29,10 +29,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from rds_kernel import wire
 from rds_kernel.errors import Conflict, NotFound
-from rds_kernel.node.store.job_tables import create_job_tables, jobs
 from rds_kernel.node.store.records import User
-from rds_kernel.node.store.tables import append_audit, json_safe, make_engine, reading, utcnow
+from rds_kernel.node.store.tables import append_audit, jobs, json_safe, reading, utcnow
 
 __all__ = ["Job", "JobStore", "NewJob"]
 
@@ -90,7 +90,7 @@ class Job:
     def final(self) -> bool:
         return self.status in FINAL
 
-    def public(self) -> dict[str, Any]:
+    def public_view(self) -> wire.JobView:
         """What the scientist who submitted the job may see.
 
         A DP job's runs must not be timed from outside: no progress, no ``updated_at`` (a DP
@@ -98,26 +98,32 @@ class Job:
         and ``finishes_at`` from its timetable, which no run can move.
         """
         dp = self.kind == "dp"
-        return {
-            "id": self.id,
-            "request_id": self.request_id,
-            "kind": self.kind,
-            "dataset": self.dataset,
-            "entry": self.entry,
-            "message": self.message,
-            "params": self.params,
-            "status": self.status,
-            "progress": None if dp else {"done": self.progress_done, "total": self.progress_total},
-            "finishes_at": self._finishes_at(),
-            "mock": self.mock,
-            "result": self.output if self.status in RELEASED else None,
-            "error": None
+        return wire.JobView(
+            id=self.id,
+            request_id=self.request_id,
+            kind="dp" if dp else "reviewed",
+            dataset=self.dataset,
+            entry=self.entry,
+            message=self.message,
+            params=self.params,
+            status=self.status,
+            progress=None
+            if dp
+            else wire.JobProgress(done=self.progress_done, total=self.progress_total),
+            finishes_at=self._finishes_at(),
+            mock=None if self.mock is None else wire.JobMock.model_validate(self.mock),
+            result=self.output if self.status in RELEASED else None,
+            error=None
             if self.error is None
-            else {"code": self.error_code, "message": self.error},
-            "review_note": self.review_note,
-            "created_at": self.created_at.isoformat(),
-            "updated_at": None if dp else self.updated_at.isoformat(),
-        }
+            else wire.JobError(code=self.error_code, message=self.error),
+            review_note=self.review_note,
+            created_at=self.created_at.isoformat(),
+            updated_at=None if dp else self.updated_at.isoformat(),
+        )
+
+    def public(self) -> dict[str, Any]:
+        """:meth:`public_view` as JSON."""
+        return self.public_view().to_dict()
 
     def _finishes_at(self) -> str | None:
         """A running DP job's end: when it started (it writes nothing since) plus its timetable."""
@@ -129,36 +135,40 @@ class Job:
             return None
         return (self.updated_at + dt.timedelta(seconds=float(seconds))).isoformat()
 
+    def owner_view(self) -> wire.OwnerJobView:
+        """Everything, for the data owner: the scientist's view, and what only the owner sees."""
+        public = self.public_view()
+        fields: dict[str, Any] = {name: getattr(public, name) for name in wire.JobView.model_fields}
+        fields.update(
+            updated_at=self.updated_at.isoformat(),
+            heartbeat_at=None if self.heartbeat_at is None else self.heartbeat_at.isoformat(),
+            user=self.user,
+            source=self.source,
+            output=self.output,
+            checks=self.checks,
+            log=self.owner_log,
+            reviewer=self.reviewer,
+            spec_hash=self.spec_hash,
+        )
+        return wire.OwnerJobView.model_validate(fields)
+
     def owner(self) -> dict[str, Any]:
-        """Everything, for the data owner."""
-        return {
-            **self.public(),
-            "updated_at": self.updated_at.isoformat(),
-            "heartbeat_at": None if self.heartbeat_at is None else self.heartbeat_at.isoformat(),
-            "user": self.user,
-            "source": self.source,
-            "output": self.output,
-            "checks": self.checks,
-            "log": self.owner_log,
-            "reviewer": self.reviewer,
-            "spec_hash": self.spec_hash,
-        }
+        """:meth:`owner_view` as JSON."""
+        return self.owner_view().to_dict()
 
 
 Jobs = list[Job]  # (inside JobStore, ``list`` is its method)
 
 
 class JobStore:
-    """The ``jobs`` table of one node database."""
+    """The ``jobs`` table of one node database, on the engine of its ``Store`` (``Store.engine``).
 
-    def __init__(self, database_url: str) -> None:
-        self.engine = make_engine(database_url)
+    It owns no engine: the ``Store`` creates the tables (``Store.create_all``) and disposes
+    of the engine (``Store.close``).
+    """
 
-    def create_tables(self) -> None:
-        create_job_tables(self.engine)
-
-    def close(self) -> None:
-        self.engine.dispose()
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
 
     def create(self, user: User, request_id: str, new: NewJob) -> tuple[Job, bool]:
         """Insert a job, or return the one already stored under ``request_id`` (False).

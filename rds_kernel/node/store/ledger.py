@@ -8,7 +8,9 @@ Three scopes limit a release, checked in this order:
 
 Spending is recorded in every scope whether or not it has a cap, so a cap set later counts what
 was spent before it. ``spent + cost <= total`` is checked exactly (no tolerance), and the tables
-repeat that check as a ``CHECK`` constraint.
+repeat that check as a ``CHECK`` constraint. Every amount it is given becomes a
+:class:`~rds_kernel.node.store.records.PrivacyLoss` (finite, ≥ 0, δ below 1) and every request
+id it stores passes ``check_request_id``: the store's one rule for each (``records.py``).
 
 Concurrency: on SQLite every writing transaction starts with ``BEGIN IMMEDIATE`` (see
 ``tables.py``), so writers run one at a time. On PostgreSQL (READ COMMITTED) a charge locks its
@@ -29,7 +31,15 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 
 from rds_kernel.errors import AuthenticationError, BadRequest, BudgetExceeded, Conflict
-from rds_kernel.node.store.records import BudgetLine, BudgetView, ChargeResult, Release, User
+from rds_kernel.node.store.records import (
+    BudgetLine,
+    BudgetView,
+    ChargeResult,
+    PrivacyLoss,
+    Release,
+    User,
+    check_request_id,
+)
 from rds_kernel.node.store.tables import (
     append_audit,
     dataset_budgets,
@@ -89,12 +99,12 @@ def charge(
     nothing; the same ``request_id`` with another ``spec_hash`` is a ``Conflict``.
     """
     dataset = _text("dataset", dataset)
-    request_id = _text("request_id", request_id)
+    request_id = check_request_id(request_id)
     spec_hash = _text("spec_hash", spec_hash)
-    epsilon = _amount("epsilon", epsilon)
-    delta = _amount("delta", delta)
-    if epsilon == 0 and delta == 0:
+    loss = PrivacyLoss(epsilon, delta)
+    if loss.zero:
         raise BadRequest("a release must cost some privacy loss; got ε=0 and δ=0")
+    epsilon, delta = loss.epsilon, loss.delta
     stored = json_safe(answer, "the answer")
     if not isinstance(stored, dict):
         raise BadRequest(f"the answer must be a JSON object, got {type(answer).__name__}")
@@ -210,8 +220,8 @@ def check(engine: Engine, *, user: User, dataset: str, epsilon: float, delta: fl
     and message as :func:`charge`, which checks again inside its transaction.
     """
     dataset = _text("dataset", dataset)
-    epsilon = _amount("epsilon", epsilon)
-    delta = _amount("delta", delta)
+    loss = PrivacyLoss(epsilon, delta)
+    epsilon, delta = loss.epsilon, loss.delta
     with reading(engine) as conn:
         for limit, table, key in _scopes(user, dataset):
             row = conn.execute(sa.select(table).where(key)).one_or_none()
@@ -231,7 +241,7 @@ def refund(
     Only for a charge taken in advance (a DP job's reservation) whose work stopped for a reason
     that cannot depend on the private data. Returns the release, or None if there was none.
     """
-    request_id = _text("request_id", request_id)
+    request_id = check_request_id(request_id)
     with engine.begin() as conn:
         _lock(conn, user_budgets, user_budgets.c.user_id == user.id)  # charge()'s lock order
         existing = _find(conn, user, request_id)
@@ -386,8 +396,8 @@ def set_budget(
     actor: str,
 ) -> None:
     """Set a user's node-wide total, or their cap on one dataset; never below what is spent."""
-    epsilon = _amount("epsilon", epsilon)
-    delta = _amount("delta", delta, below_one=True)
+    loss = PrivacyLoss(epsilon, delta)
+    epsilon, delta = loss.epsilon, loss.delta
     ident: dict[str, Any] = {"user_id": user.id}
     if dataset is None:
         table, key = user_budgets, user_budgets.c.user_id == user.id
@@ -419,8 +429,8 @@ def set_dataset_cap(
 ) -> None:
     """Cap what all scientists together may spend on one dataset; never below what is spent."""
     dataset = _text("dataset", dataset)
-    epsilon = _amount("epsilon", epsilon)
-    delta = _amount("delta", delta, below_one=True)
+    loss = PrivacyLoss(epsilon, delta)
+    epsilon, delta = loss.epsilon, loss.delta
     key = dataset_budgets.c.dataset == dataset
     with engine.begin() as conn:
         previous = _set_totals(
@@ -441,7 +451,7 @@ def set_dataset_cap(
         )
 
 
-# -- raising a total inside the caller's transaction (budget requests: node/jobs_budget.py) ----
+# -- raising a total inside the caller's transaction (budget requests: budget_requests.py) ----
 
 
 def raise_budget(
@@ -454,8 +464,8 @@ def raise_budget(
     never lost: each applies to the total the other committed. Audited as ``budget.set``, in
     the same transaction. Returns the new totals.
     """
-    epsilon = _amount("epsilon", epsilon)
-    delta = _amount("delta", delta)
+    loss = PrivacyLoss(epsilon, delta)
+    epsilon, delta = loss.epsilon, loss.delta
     ident: dict[str, Any] = {"user_id": user.id}
     key = user_budgets.c.user_id == user.id
     row = _lock_or_create(conn, user_budgets, key, ident)
@@ -616,18 +626,6 @@ def _lock_or_create(
 def _lock(conn: sa.Connection, table: sa.Table, key: sa.ColumnElement[bool]) -> sa.Row[Any] | None:
     # FOR UPDATE is PostgreSQL's row lock; SQLite omits it and relies on BEGIN IMMEDIATE.
     return conn.execute(sa.select(table).where(key).with_for_update()).one_or_none()
-
-
-def _amount(name: str, value: object, *, below_one: bool = False) -> float:
-    symbol = {"epsilon": "ε", "delta": "δ"}[name]
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise BadRequest(f"{name} ({symbol}) must be a number, got {type(value).__name__}")
-    number = float(value)
-    if not math.isfinite(number) or number < 0:
-        raise BadRequest(f"{name} ({symbol}) must be a finite number ≥ 0, got {value!r}")
-    if below_one and number >= 1:
-        raise BadRequest(f"{name} ({symbol}) must be below 1, got {value!r}")
-    return number
 
 
 def _text(name: str, value: object) -> str:

@@ -2,7 +2,8 @@
 
 One interface over SQLite (the embedded default) and PostgreSQL, tested by one contract suite
 against both. Everything it returns is a plain frozen record (``records.py``), never an object
-tied to a database session.
+tied to a database session. It holds the node's one database engine: the job store and the
+budget requests work on it too (:attr:`Store.engine`), so a grant is one transaction.
 
 >>> import tempfile, pathlib
 >>> store = Store(f"sqlite:///{pathlib.Path(tempfile.mkdtemp()) / 'node.db'}")
@@ -46,7 +47,6 @@ from rds_kernel.node.store.tables import (
     append_audit,
     audit_log,
     make_engine,
-    metadata,
     positive_limit,
     reading,
     users,
@@ -76,8 +76,9 @@ class Store:
     """Users, tokens, budgets, releases and the audit log of one node, in one SQL database.
 
     ``database_url`` is ``sqlite:///PATH/node.db`` or
-    ``postgresql+psycopg://USER@HOST:PORT/DBNAME``. Call :meth:`create_all` once to create the
-    tables (it leaves existing ones alone) and :meth:`close` when done.
+    ``postgresql+psycopg://USER@HOST:PORT/DBNAME``. Call :meth:`create_all` once to create or
+    upgrade the tables (it keeps every row) and :meth:`close` when done: whoever makes the
+    ``Store`` closes it, and nothing else disposes of its engine.
     """
 
     def __init__(self, database_url: str) -> None:
@@ -91,9 +92,24 @@ class Store:
             threading.Lock() if sqlite else nullcontext()
         )
 
+    @property
+    def engine(self) -> sa.Engine:
+        """The node's database engine, for the parts of the store that share it (jobs, budget
+        requests). Its owner is this ``Store``: :meth:`close` disposes of it."""
+        return self._engine
+
     def create_all(self) -> None:
-        """Create the tables and the audit log's append-only triggers if they do not exist."""
-        metadata.create_all(self._engine)
+        """Bring the database to the newest schema: create it, or upgrade it, keeping every row.
+
+        Runs the migrations (``migrations/``) to their newest revision, in one transaction that
+        one node process at a time runs; a database made before migrations is adopted first.
+        Safe to call at every start: a database at the newest revision is left as it is.
+        ``InternalError`` (and nothing changed) for a database it cannot upgrade.
+        """
+        # Imported here: Alembic loads only where the schema is made, not with the store.
+        from rds_kernel.node.store import migrations
+
+        migrations.upgrade(self._engine)
 
     def close(self) -> None:
         """Close every pooled database connection."""

@@ -1,4 +1,4 @@
-"""The node database: its tables, the append-only audit trigger, and engine setup.
+"""The node database: every table, on one ``metadata``, and engine setup.
 
 SQLite is the embedded default and PostgreSQL the server option; both get the same tables:
 
@@ -7,9 +7,21 @@ SQLite is the embedded default and PostgreSQL the server option; both get the sa
 - ``user_dataset_budgets``: per (user, dataset), an optional cap and what was spent there.
 - ``dataset_budgets``: per dataset, an optional global cap across users and what was spent.
 - ``releases``: every charged answer, unique per (user, request_id).
-- ``audit_log``: append-only; the database itself refuses UPDATE and DELETE on it.
+- ``audit_log``: append-only; the database itself refuses UPDATE and DELETE on it (triggers).
+- ``jobs``: one row per code job (DP or reviewed), unique per (user, request_id). It holds the
+  scientist's source text (data, never executed by the node), the declared parameters, the
+  status, progress, the public mock output, the private output (released or not), the
+  automatic output checks and the owner-only log of the runs. ``heartbeat_at`` (owner-only,
+  never in a scientist's view) is written every few seconds by the node process running the
+  job, so that a job whose process died is settled promptly (``node/jobs/queue.py``).
+- ``budget_requests``: a scientist's request for more privacy budget, with a reason, and the
+  owner's decision.
 
 Budget rows carry ``CHECK (spent <= total)``, so even a buggy writer cannot overspend.
+
+This module describes the tables for the code that reads and writes them; it never creates or
+changes them. The migrations do (``migrations/``, run by ``Store.create_all``), and a test
+checks that a database upgraded to their newest revision has exactly these tables.
 """
 
 from __future__ import annotations
@@ -31,9 +43,12 @@ from sqlalchemy.schema import SchemaItem
 from rds_kernel.errors import BadRequest, InternalError
 
 __all__ = [
+    "JOB_STATUSES",
     "append_audit",
     "audit_log",
+    "budget_requests",
     "dataset_budgets",
+    "jobs",
     "json_safe",
     "make_engine",
     "metadata",
@@ -155,28 +170,78 @@ audit_log = sa.Table(
     sa.Column("detail", sa.JSON, nullable=False),
 )
 
-_APPEND_ONLY = "audit_log is append-only: rows can be added, never changed or removed"
-_APPEND_ONLY_DDL = {
-    "sqlite": [
-        f"CREATE TRIGGER audit_log_no_{op.lower()} BEFORE {op} ON audit_log "
-        f"BEGIN SELECT RAISE(ABORT, '{_APPEND_ONLY}'); END"
-        for op in ("UPDATE", "DELETE")
-    ],
-    "postgresql": [
-        "CREATE OR REPLACE FUNCTION audit_log_append_only() RETURNS trigger LANGUAGE plpgsql "
-        f"AS $$ BEGIN RAISE EXCEPTION '{_APPEND_ONLY}'; END $$",
-        "CREATE TRIGGER audit_log_no_update_delete BEFORE UPDATE OR DELETE ON audit_log "
-        "FOR EACH ROW EXECUTE FUNCTION audit_log_append_only()",
-        "CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log "
-        "FOR EACH STATEMENT EXECUTE FUNCTION audit_log_append_only()",
-    ],
-}
+JOB_STATUSES = (
+    # DP jobs
+    "queued",
+    "running",
+    "done",
+    # reviewed jobs
+    "submitted",
+    "mock_running",
+    "pending_review",
+    "approved",
+    "output_review",
+    "released",
+    "denied",
+    # both
+    "failed",
+)
 
+jobs = sa.Table(
+    "jobs",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id"), nullable=False),
+    sa.Column("user_name", sa.String(64), nullable=False),
+    sa.Column("request_id", sa.String(128), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("dataset", sa.String(128), nullable=False),
+    sa.Column("source", sa.Text, nullable=False),
+    sa.Column("entry", sa.String(128), nullable=False),
+    sa.Column("message", sa.Text, nullable=False, default=""),
+    sa.Column("params", sa.JSON, nullable=False),
+    sa.Column("spec_hash", sa.String(64), nullable=False),
+    sa.Column("status", sa.String(32), nullable=False),
+    sa.Column("progress_done", sa.Integer, nullable=False, default=0),
+    sa.Column("progress_total", sa.Integer, nullable=False, default=0),
+    sa.Column("mock", sa.JSON, nullable=True),
+    sa.Column("output", sa.JSON, nullable=True),
+    sa.Column("checks", sa.JSON, nullable=True),
+    sa.Column("owner_log", sa.Text, nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("error_code", sa.String(32), nullable=True),
+    sa.Column("reviewer", sa.String(64), nullable=True),
+    sa.Column("review_note", sa.Text, nullable=True),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+    sa.Column("heartbeat_at", UtcDateTime, nullable=True),
+    sa.UniqueConstraint("user_id", "request_id", name="jobs_user_request"),
+    sa.CheckConstraint("kind IN ('dp', 'reviewed')", name="jobs_kind"),
+    sa.CheckConstraint(
+        "status IN (" + ", ".join(f"'{s}'" for s in JOB_STATUSES) + ")", name="jobs_status"
+    ),
+)
+sa.Index("jobs_status_created", jobs.c.status, jobs.c.created_at)
 
-@event.listens_for(audit_log, "after_create")
-def _make_audit_log_append_only(_table: sa.Table, conn: sa.Connection, **_kw: Any) -> None:
-    for statement in _APPEND_ONLY_DDL.get(conn.dialect.name, []):
-        conn.exec_driver_sql(statement)
+budget_requests = sa.Table(
+    "budget_requests",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id"), nullable=False),
+    sa.Column("user_name", sa.String(64), nullable=False),
+    sa.Column("epsilon", sa.Double, nullable=False),
+    sa.Column("delta", sa.Double, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("decided_by", sa.String(64), nullable=True),
+    sa.Column("note", sa.Text, nullable=True),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("decided_at", UtcDateTime, nullable=True),
+    sa.CheckConstraint("epsilon >= 0 AND delta >= 0", name="budget_requests_amounts"),
+    sa.CheckConstraint(
+        "status IN ('pending', 'granting', 'granted', 'denied')", name="budget_requests_status"
+    ),
+)
 
 
 def json_safe(value: Any, what: str) -> Any:

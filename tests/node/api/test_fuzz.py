@@ -1,8 +1,10 @@
-"""Schemathesis over the node's OpenAPI schema: no 5xx, and invalid requests charge nothing.
+"""Schemathesis over the node's OpenAPI schema: no 5xx, typed answers, invalid requests charge
+nothing.
 
 Every generated request (valid and deliberately invalid, for every operation) is sent with a
-scientist's token and with the owner's. After each call the ledger is read back: a 4xx answer
-must leave the scientist's spent epsilon and delta exactly as they were.
+scientist's token and with the owner's. Every answer must match the shape the schema declares
+for its status (the wire models of ``rds_kernel.wire``). After each call the ledger is read
+back: a 4xx answer must leave the scientist's spent epsilon and delta exactly as they were.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
+from schemathesis.checks import response_schema_conformance
 
 from rds_kernel.node.api.app import create_app
 from tests.node.nodes import TestNode, build_node
@@ -41,6 +44,7 @@ def call_and_check(case: Any, node: TestNode, who: str) -> None:
     before = {u: ledger(node, u) for u in ("alice", "bob")}
     response = case.call()
     assert response.status_code < 500, f"{case.method} {case.path}: {response.text}"
+    case.validate_response(response, checks=[response_schema_conformance])
     if response.status_code >= 400:
         assert set(response.json()) == {"error"}
         after = {u: ledger(node, u) for u in ("alice", "bob")}

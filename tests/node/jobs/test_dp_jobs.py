@@ -8,7 +8,6 @@ is small against the bounds.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import logging
 import math
@@ -23,7 +22,7 @@ import sqlalchemy as sa
 from rds_kernel.errors import BudgetExceeded, Conflict, PermissionDenied
 from rds_kernel.node.jobs.run import sandbox_of
 from rds_kernel.node.jobs.service import JobService
-from rds_kernel.node.store.job_tables import jobs as jobs_table
+from rds_kernel.node.store.tables import jobs as jobs_table
 from rds_kernel.node.store.tables import releases
 from rds_kernel.sandbox import SandboxConfig
 from tests.node.jobs.conftest import dp, job_node
@@ -193,7 +192,7 @@ def _wait(jobs: JobService, job_id: str, seconds: float = 60.0):  # type: ignore
 
 
 def test_code_jobs_are_refused_when_the_sandbox_is_off(node: TestNode) -> None:
-    node.service.settings = dataclasses.replace(node.service.settings, sandbox="off")
+    node.service.settings = node.service.settings.model_copy(update={"sandbox": "off"})
     jobs = JobService(node.service, background=False)
     try:
         with pytest.raises(PermissionDenied, match="does not run code jobs"):
@@ -205,7 +204,7 @@ def test_code_jobs_are_refused_when_the_sandbox_is_off(node: TestNode) -> None:
 def test_rlimits_only_mode_is_announced_loudly(
     node: TestNode, caplog: pytest.LogCaptureFixture
 ) -> None:
-    node.service.settings = dataclasses.replace(node.service.settings, sandbox="rlimits-only")
+    node.service.settings = node.service.settings.model_copy(update={"sandbox": "rlimits-only"})
     with caplog.at_level(logging.WARNING, logger="rds_kernel.node.jobs.service"):
         JobService(node.service, background=False).close()
     assert "SANDBOX WEAKENED" in caplog.text

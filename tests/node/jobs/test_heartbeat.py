@@ -30,11 +30,12 @@ from fastapi.testclient import TestClient
 from rds_kernel.node.api.app import create_app
 from rds_kernel.node.datasets import Dataset
 from rds_kernel.node.jobs.service import JobService
-from rds_kernel.node.store.job_tables import create_job_tables
+from rds_kernel.node.store import Store
 from rds_kernel.node.store.jobs import Job
-from rds_kernel.node.store.tables import make_engine, metadata
+from rds_kernel.node.store.tables import make_engine
 from rds_kernel.sandbox import SandboxConfig, Session
 from tests.node.jobs.conftest import dp, job_node, reviewed
+from tests.node.store.legacy_schema import create_legacy
 
 SOURCE = "def f(df):\n    return 0.5\n"
 ROOT = Path(__file__).resolve().parents[3]
@@ -229,16 +230,16 @@ def test_a_node_killed_with_sigkill_settles_its_job_soon_after_it_restarts(
 
 
 def test_a_jobs_table_from_before_heartbeats_gets_the_column(database_url: str) -> None:
-    """An existing node database has ``jobs`` without ``heartbeat_at``: the job service adds
-    it when it starts (SQLite and PostgreSQL), and its jobs keep their rows."""
+    """An existing node database has ``jobs`` without ``heartbeat_at``: the store's upgrade
+    adds it when the node starts (SQLite and PostgreSQL). More in ``test_migrations``."""
     engine = make_engine(database_url)
+    store = Store(database_url)
     try:
-        metadata.create_all(engine)
-        with engine.begin() as conn:
-            conn.execute(sa.text("ALTER TABLE jobs DROP COLUMN heartbeat_at"))
-        create_job_tables(engine)
-        create_job_tables(engine)  # twice: nothing to do
+        create_legacy(engine, heartbeat=False)
+        store.create_all()
+        store.create_all()  # twice: nothing to do
         columns = {c["name"] for c in sa.inspect(engine).get_columns("jobs")}
         assert "heartbeat_at" in columns
     finally:
+        store.close()
         engine.dispose()

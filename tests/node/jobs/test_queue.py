@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from rds_kernel.errors import BadRequest
+from rds_kernel.errors import ConfigError
 from rds_kernel.node.api.app import create_app
 from rds_kernel.node.jobs.queue import JobQueue
 from rds_kernel.node.jobs.service import JobService
@@ -194,6 +194,6 @@ def test_a_dp_job_longer_than_job_max_seconds_is_refused_saying_how_to_fit(
 def test_a_reviewed_private_run_must_fit_job_max_seconds(tmp_path: Path) -> None:
     """A reviewed job's private run holds its worker job_start_seconds + job_wall_seconds + 1
     s: settings where that exceeds job_max_seconds are refused when the node loads them."""
-    with pytest.raises(BadRequest, match="job_max_seconds"):
+    with pytest.raises(ConfigError, match="job_max_seconds"):
         write_settings(tmp_path, job_start_seconds=2, job_wall_seconds=30, job_max_seconds=32)
     assert write_settings(tmp_path, job_wall_seconds=30, job_max_seconds=33).job_max_seconds == 33

@@ -26,8 +26,8 @@ from rds_kernel.errors import BudgetExceeded
 from rds_kernel.node.api.app import create_app
 from rds_kernel.node.datasets import Dataset
 from rds_kernel.node.jobs.service import JobService
-from rds_kernel.node.store.job_tables import jobs as jobs_table
 from rds_kernel.node.store.jobs import Job
+from rds_kernel.node.store.tables import jobs as jobs_table
 from rds_kernel.sandbox import SandboxConfig, Session
 from rds_kernel.spec import Query, count
 from tests.node.jobs.conftest import dp, job_node

@@ -140,7 +140,7 @@ async def test_dataset_detail_of_an_unreachable_node_says_so(
 ) -> None:
     save_connection("down", closed_port_url, "not-a-real-token-0123456789")
     code, body = await fetch_json(jp_fetch, "nodes", "down", "datasets", "patients")
-    assert (code, body["error"]["code"]) == (503, "node_unavailable")
+    assert (code, body["error"]["code"]) == (503, "node_unreachable")
 
 
 async def test_adding_a_node_keeps_its_token_on_the_server(
@@ -174,7 +174,7 @@ async def test_adding_an_unreachable_node_saves_nothing(
 ) -> None:
     request = {"name": "x", "url": closed_port_url, "token": "not-a-real-token-0123456789"}
     code, body = await fetch_json(jp_fetch, "nodes", method="POST", body=json.dumps(request))
-    assert (code, body["error"]["code"]) == (503, "node_unavailable")
+    assert (code, body["error"]["code"]) == (503, "node_unreachable")
     assert load_connections() == {}
 
 

@@ -1,7 +1,9 @@
 """Saved node connections: one small JSON file per user, readable by that user only.
 
-The notebook magics (``%rds connect``), the JupyterLab sidebar and ``rds demo`` share it, so a
-node connected once is known to later notebooks without its token ever being typed into one.
+A public module (``rds_kernel.client.connections``; ``rds_kernel.client`` re-exports its
+functions). The notebook magics (``%rds connect``), the JupyterLab sidebar and ``rds demo``
+share the file, so a node connected once is known to later notebooks without its token ever
+being typed into one.
 The file is ``$RDS_CONFIG_DIR/connections.json`` (default
 ``~/.config/rds_kernel/connections.json``), mode 0600, and maps a connection name to the node's
 URL and your token on it::
