@@ -1,7 +1,7 @@
 """Dataset schemas: the public contract between a data owner and the scientists.
 
-A schema is read from a TOML file beside the data (see DESIGN §4) and travels as JSON. It holds
-only what the owner declares public: column types, bounds, category lists, nullability,
+A schema is read from a TOML file beside the data (see architecture §4) and travels as JSON.
+It holds only what the owner declares public: column types, bounds, category lists, nullability,
 descriptions, an optional public row count and an optional identifier column for user-level
 privacy. Nothing here ever looks at private rows.
 

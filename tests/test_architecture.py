@@ -133,3 +133,12 @@ def test_node_never_evaluates_or_unpickles() -> None:
             if isinstance(n, ast.Import | ast.ImportFrom):
                 mods = [a.name for a in n.names] + [getattr(n, "module", "") or ""]
                 assert not any(m.split(".")[0] in {"pickle", "cloudpickle", "dill"} for m in mods)
+
+
+def test_tests_import_helpers_not_conftests() -> None:
+    """Shared fixtures live in the plugin (tests/plugin.py); a conftest is never imported."""
+    tests = Path(__file__).parent
+    for path in tests.rglob("*.py"):
+        for n in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(n, ast.ImportFrom) and n.module:
+                assert not n.module.endswith("conftest"), f"{path} imports {n.module}"

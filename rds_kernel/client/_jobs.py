@@ -1,6 +1,6 @@
 """Code jobs from the scientist's side: send a pandas function to a node, follow it, get a result.
 
-Two kinds (DESIGN §2):
+Two kinds (architecture §2):
 
 * a **DP job** (give ``epsilon``, ``bounds`` and ``partitions``): the node runs the function on
   ``partitions`` disjoint random parts of the private rows, clamps each output to ``bounds``,

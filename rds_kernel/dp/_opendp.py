@@ -2,7 +2,7 @@
 
 Only ``contrib`` is enabled. ``honest-but-curious`` and ``idealized-numerics`` stay off: the
 first trusts the caller's arguments, the second assumes real arithmetic and underestimates the
-privacy loss of floating-point code (DESIGN §5).
+privacy loss of floating-point code (architecture §5).
 
 The ``dp_*`` functions are OpenDP's ``pl.Expr.dp`` namespace with types. Without a ``scale``
 ``make_private_lazyframe`` derives each one's noise from ``global_scale``; a given ``scale`` is

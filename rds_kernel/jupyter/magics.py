@@ -48,7 +48,7 @@ def _parse(magic: Callable[..., Any], line: str) -> argparse.Namespace:
 
 COMMANDS = ("connect", "disconnect", "nodes", "datasets", "budget", "history")
 FEDERATION = (
-    "one cell on several nodes ({nodes}) needs federated queries (DESIGN §7), which rds_kernel "
+    "one cell on several nodes ({nodes}) needs federated queries, which rds_kernel "
     "does not support yet; run the cell once per node: --on {first}, then --on {second}"
 )
 

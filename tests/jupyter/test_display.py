@@ -15,7 +15,7 @@ from rds_kernel.jupyter.display import (
     result_html,
 )
 from tests.client.fakes import PREVIEW, release_answer
-from tests.jupyter.conftest import Shell
+from tests.jupyter.shell import Shell
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,7 @@ import pytest
 
 from rds_kernel.client import jobs
 from rds_kernel.jupyter.failures import MagicError
-from tests.jupyter.conftest import TOKEN_ENV, Served, Shell
+from tests.jupyter.shell import TOKEN_ENV, Served, Shell
 
 pytestmark = pytest.mark.server
 

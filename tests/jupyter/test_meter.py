@@ -8,7 +8,7 @@ import pytest
 
 import rds_kernel as rds
 from rds_kernel.jupyter.meter import BudgetMeter, NodeMeter, bar_style
-from tests.jupyter.conftest import TOKEN_ENV, Served, Shell
+from tests.jupyter.shell import TOKEN_ENV, Served, Shell
 
 pytestmark = pytest.mark.server
 

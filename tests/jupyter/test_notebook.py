@@ -15,7 +15,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from tests.jupyter.conftest import Served
+from tests.jupyter.shell import Served
 
 pytestmark = pytest.mark.server
 

@@ -59,6 +59,14 @@ def build_node(
     return TestNode(service=service, tokens=tokens)
 
 
+@dataclass(frozen=True)
+class RunningNode:
+    """A node serving on a loopback URL, and its users' tokens."""
+
+    url: str
+    tokens: dict[str, str]
+
+
 @contextmanager
 def serve(app: Any) -> Iterator[str]:
     """Run an ASGI app under a real uvicorn server on an ephemeral loopback port."""

@@ -9,19 +9,12 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from rds_kernel.node.api.app import create_app
-from tests.node.nodes import build_node, serve
-
-
-@dataclass(frozen=True)
-class RunningNode:
-    url: str
-    tokens: dict[str, str]
+from tests.node.nodes import RunningNode, build_node, serve
 
 
 @pytest.fixture(scope="session")

@@ -22,7 +22,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from rds_kernel.client import save_connection
-from tests.sidebar.conftest import RunningNode
+from tests.node.nodes import RunningNode
 from tests.sidebar.lab import Lab, jupyter_lab
 
 pytestmark = pytest.mark.browser

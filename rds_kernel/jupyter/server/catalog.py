@@ -2,9 +2,10 @@
 
 Each function asks the nodes through :mod:`rds_kernel.client` with the scientist's saved
 tokens and returns plain JSON-ready dicts **without any token**: the tokens stay in the
-connections file on the server side (DESIGN §4, "Sidebar"). A node that cannot be reached is
-reported with ``"status": "unreachable"`` and the client's message, never raised, so one
-node down does not hide the others. Calls use short timeouts: the sidebar must stay quick.
+connections file on the server side (architecture §4, "Magics, meter and sidebar"). A node
+that cannot be reached is reported with ``"status": "unreachable"`` and the client's message,
+never raised, so one node down does not hide the others. Calls use short timeouts: the
+sidebar must stay quick.
 """
 
 from __future__ import annotations

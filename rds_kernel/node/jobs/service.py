@@ -1,4 +1,4 @@
-"""Code jobs: the node's service for DP code jobs and reviewed jobs (DESIGN §2, rows 2 and 3).
+"""Code jobs: the node's service for DP code jobs and reviewed jobs (architecture §2, rows 2 and 3).
 
 The scientist sends a function's **source text** and its parameters; the node stores it as data
 and never compiles or runs it: only the sandbox does (``rds_kernel.sandbox``).

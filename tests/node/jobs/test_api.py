@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from rds_kernel.node.api.app import create_app
-from tests.node.jobs.conftest import dp, reviewed
+from tests.node.jobs.helpers import dp, reviewed
 from tests.node.nodes import TestNode
 
 SLOW_MEAN = "def f(df):\n    import time\n    time.sleep(0.2)\n    return float(df['cvd'].mean())\n"

@@ -15,7 +15,7 @@ from sqlalchemy import event
 from rds_kernel.errors import BadRequest, Conflict, NotFound
 from rds_kernel.node.jobs.service import JobService
 from rds_kernel.sandbox import SandboxConfig
-from tests.node.jobs.conftest import job_node
+from tests.node.jobs.helpers import job_node
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import pytest
 
 from rds_kernel.cli.main import main
 from rds_kernel.node.jobs.service import JobService
-from tests.node.jobs.conftest import reviewed
+from tests.node.jobs.helpers import reviewed
 from tests.node.nodes import TestNode
 
 COUNTS = "def f(df):\n    print('hello owner')\n    return df.groupby('sex').size()\n"

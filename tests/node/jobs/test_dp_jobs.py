@@ -25,7 +25,7 @@ from rds_kernel.node.jobs.service import JobService
 from rds_kernel.node.store.tables import jobs as jobs_table
 from rds_kernel.node.store.tables import releases
 from rds_kernel.sandbox import SandboxConfig
-from tests.node.jobs.conftest import dp, job_node
+from tests.node.jobs.helpers import dp, job_node
 from tests.node.nodes import TestNode
 from tests.sandbox.helpers import waive_unreadable_environment
 

@@ -34,7 +34,7 @@ from rds_kernel.node.store import Store
 from rds_kernel.node.store.jobs import Job
 from rds_kernel.node.store.tables import make_engine
 from rds_kernel.sandbox import SandboxConfig, Session
-from tests.node.jobs.conftest import dp, job_node, reviewed
+from tests.node.jobs.helpers import dp, job_node, reviewed
 from tests.node.store.legacy_schema import create_legacy
 
 SOURCE = "def f(df):\n    return 0.5\n"

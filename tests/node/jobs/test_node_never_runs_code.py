@@ -1,4 +1,5 @@
-"""DESIGN §1.2: scientist code never runs in the node's process; only the sandbox compiles it.
+"""Scientist code never runs in the node's process (architecture §1, promise 2): only the sandbox
+compiles it.
 
 ``tests/test_architecture.py`` already refuses calls of eval/exec/compile and pickle imports in
 ``rds_kernel/node``; this adds the indirect ways: referring to those builtins without calling

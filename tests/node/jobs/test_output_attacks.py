@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from rds_kernel.dp.aggregate import SampleAggregate, max_output_bytes, parse_output
 from rds_kernel.node.jobs import checks as jobs_checks
 from rds_kernel.node.jobs.service import JobService
-from tests.node.jobs.conftest import dp, reviewed
+from tests.node.jobs.helpers import dp, reviewed
 
 # each payload, and the expression that builds it in the scientist's function
 PAYLOADS = {"huge_integer": b"1" * 401, "deep_nesting": b"[" * 200_000}

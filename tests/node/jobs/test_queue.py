@@ -24,7 +24,7 @@ from rds_kernel.node.jobs.queue import JobQueue
 from rds_kernel.node.jobs.service import JobService
 from rds_kernel.node.settings import write_settings
 from rds_kernel.sandbox import SandboxConfig
-from tests.node.jobs.conftest import dp, job_node
+from tests.node.jobs.helpers import dp, job_node
 from tests.node.nodes import TestNode
 
 SOURCE = "def f(df):\n    return 0.5\n"

@@ -30,7 +30,7 @@ from rds_kernel.node.store.jobs import Job
 from rds_kernel.node.store.tables import jobs as jobs_table
 from rds_kernel.sandbox import SandboxConfig, Session
 from rds_kernel.spec import Query, count
-from tests.node.jobs.conftest import dp, job_node
+from tests.node.jobs.helpers import dp, job_node
 from tests.node.jobs.test_dp_jobs import charged_releases
 from tests.node.nodes import TestNode
 

@@ -9,7 +9,7 @@ import pytest
 
 from rds_kernel.errors import BadRequest
 from rds_kernel.node.jobs.service import JobService
-from tests.node.jobs.conftest import dp, reviewed
+from tests.node.jobs.helpers import dp, reviewed
 
 COUNTS = textwrap.dedent(
     """

@@ -35,7 +35,7 @@ from rds_kernel.node.jobs import dp as jobs_dp
 from rds_kernel.node.jobs.run import partition
 from rds_kernel.node.jobs.service import JobService
 from rds_kernel.sandbox import SandboxConfig
-from tests.node.jobs.conftest import dp, job_node, reviewed
+from tests.node.jobs.helpers import dp, job_node, reviewed
 from tests.node.nodes import TestNode
 
 TARGET = (pl.col("age") == 18) & (pl.col("systolic_bp") == 220)  # no demo patient matches

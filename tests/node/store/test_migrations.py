@@ -138,7 +138,11 @@ def test_a_database_from_before_migrations_is_adopted_with_its_rows(
                 )
     finally:
         old.close()
-    audit_rows = len(Store(database_url).audit_log())
+    counted = Store(database_url)
+    try:
+        audit_rows = len(counted.audit_log())
+    finally:
+        counted.close()
 
     store = Store(database_url)
     try:

@@ -19,7 +19,7 @@ from jupyter_server.utils import JupyterServerAuthWarning
 from tornado.httpclient import HTTPResponse
 
 from rds_kernel.client import load_connections, save_connection
-from tests.sidebar.conftest import RunningNode
+from tests.node.nodes import RunningNode
 
 # jupyter_server_terminals' websocket, not ours: test_every_route_requires_login covers ours.
 pytestmark = pytest.mark.filterwarnings("ignore:(?s)Extension endpoints without.*TermSocket")

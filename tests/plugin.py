@@ -1,13 +1,20 @@
-"""Fixtures for the store contract suite: a fresh ``Store`` per test on SQLite or PostgreSQL.
+"""The suite's shared fixtures, as one pytest plugin (registered in ``tests/conftest.py``).
 
-PostgreSQL is the server at 127.0.0.1:5432 (user ``postgres``, trust auth). The session gets its
-own database with a random name, dropped at the end. Outside CI an unreachable server skips the
-PostgreSQL half; in CI (``CI=true``) it fails instead, so the half cannot silently go missing.
+- ``postgres_url``, ``database_url``, ``store``, ``raw``: a fresh node database on SQLite and
+  on PostgreSQL (the server at 127.0.0.1:5432, user ``postgres``, trust auth). The session gets
+  its own PostgreSQL database with a random name, dropped at the end; outside CI an unreachable
+  server skips the PostgreSQL half, in CI (``CI=true``) it fails, so the half cannot silently
+  go missing.
+- ``nothing_left_behind``: after a test that ran scientist code, no process of the sandbox's
+  test uid and no unreaped child is left (the sandbox and job tests use it on every test).
+
+Building nodes and serving apps are plain functions in ``tests/node/nodes.py``.
 """
 
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -17,6 +24,7 @@ import sqlalchemy as sa
 from psycopg import sql
 
 from rds_kernel.node.store import Store
+from tests.sandbox.helpers import TEST_UID, processes_of, zombie_children
 
 PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=5"
 
@@ -88,3 +96,18 @@ def raw(database_url: str, store: Store) -> Iterator[sa.Engine]:
     engine = sa.create_engine(database_url)
     yield engine
     engine.dispose()
+
+
+@pytest.fixture
+def nothing_left_behind() -> Iterator[None]:
+    """After the test: no process of the sandbox uid, no unreaped child of this process."""
+    yield
+    deadline = time.monotonic() + 5.0
+    while True:
+        left = processes_of(TEST_UID) if os.geteuid() == 0 else []
+        zombies = zombie_children()
+        if not left and not zombies:
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(f"left behind: sandbox processes {left}, zombie children {zombies}")
+        time.sleep(0.05)
