@@ -11,10 +11,18 @@ STAMP  := $(VENV)/.installed
 LABEXTENSION := labextension/package.json labextension/yarn.lock labextension/tsconfig.json \
 	$(wildcard labextension/src/*.ts labextension/style/*)
 
+# Node.js >= 20 builds the sidebar: the one on PATH, or one scripts/ensure-node puts in .venv/bin.
+WITH_NODE := PATH="$(abspath $(BIN)):$$PATH"
+
 $(STAMP): pyproject.toml $(LABEXTENSION)
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || { \
+	  echo "error: rds_kernel needs Python >= 3.11; '$(PYTHON)' is" \
+	    "$$($(PYTHON) --version 2>&1 || echo missing): run make PYTHON=python3.11 (or newer)" >&2; \
+	  exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	scripts/ensure-node $(BIN)/python
+	$(WITH_NODE) $(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
 env: $(STAMP)
@@ -30,9 +38,11 @@ test: $(STAMP) lint typecheck
 	scripts/ensure-bubblewrap
 	$(BIN)/python -m pytest
 
+## make lint: ruff for Python; ESLint (type-aware) and Prettier for the sidebar's TypeScript.
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	cd labextension && $(WITH_NODE) ../$(BIN)/jlpm run lint:check
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

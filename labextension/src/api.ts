@@ -66,6 +66,11 @@ export interface IDatasetDetail {
 }
 
 /** An error the server extension answered with (`{"error": {"code", "message"}}`). */
+/** The error envelope every rds-kernel handler answers with. */
+interface IErrorEnvelope {
+  error?: { code?: unknown; message?: unknown };
+}
+
 export class ApiError extends Error {
   constructor(
     message: string,
@@ -112,7 +117,7 @@ export class RdsApi {
       throw new ServerConnection.NetworkError(error as TypeError);
     }
     const text = await response.text();
-    let body: any = null;
+    let body: unknown = null;
     if (text) {
       try {
         body = JSON.parse(text);
@@ -121,12 +126,13 @@ export class RdsApi {
       }
     }
     if (!response.ok) {
-      const error = body?.error;
+      const error = (body as IErrorEnvelope | null)?.error;
       const message =
         typeof error?.message === 'string'
           ? error.message
           : `the server answered HTTP ${response.status}`;
-      throw new ApiError(message, String(error?.code ?? 'error'), response.status);
+      const code = typeof error?.code === 'string' ? error.code : 'error';
+      throw new ApiError(message, code, response.status);
     }
     return body as T;
   }

@@ -5,13 +5,7 @@
  * Everything shown comes from the server extension (see `api.ts`) and is written with
  * `textContent`, never as HTML: names and descriptions come from node owners.
  */
-import {
-  addIcon,
-  closeIcon,
-  refreshIcon,
-  Toolbar,
-  ToolbarButton
-} from '@jupyterlab/ui-components';
+import { addIcon, closeIcon, refreshIcon, Toolbar, ToolbarButton } from '@jupyterlab/ui-components';
 import { Panel, Widget } from '@lumino/widgets';
 
 import { ApiError, IBudget, IColumn, IDatasetDetail, INode, RdsApi } from './api';
@@ -125,7 +119,11 @@ export class DatasetBrowser extends Panel {
     const dot = el('span', 'rds-Node-status');
     dot.title = STATUS_TEXT[node.status];
     const name = el('span', 'rds-Node-name', node.name);
-    const user = el('span', 'rds-Node-user', node.user ? `as ${node.user}` : STATUS_TEXT[node.status]);
+    const user = el(
+      'span',
+      'rds-Node-user',
+      node.user ? `as ${node.user}` : STATUS_TEXT[node.status]
+    );
     const remove = el('button', 'rds-Node-remove jp-Button jp-mod-minimal');
     remove.title = `Forget the connection ${node.name} and its token`;
     closeIcon.element({ container: remove, height: '14px', width: '14px' });
@@ -153,8 +151,7 @@ export class DatasetBrowser extends Panel {
       const entry = el('li', 'rds-Dataset', name);
       entry.dataset.dataset = name;
       entry.tabIndex = 0;
-      const selected =
-        this.selection?.node === node.name && this.selection.dataset === name;
+      const selected = this.selection?.node === node.name && this.selection.dataset === name;
       entry.classList.toggle('jp-mod-selected', selected);
       const open = () => void this.loadDetail({ node: node.name, dataset: name }, true);
       entry.addEventListener('click', open);
@@ -380,9 +377,20 @@ function renderMock(detail: IDatasetDetail): HTMLElement {
   const table = el('table', 'rds-Mock');
   table.append(row('th', detail.mock.columns));
   for (const values of detail.mock.rows) {
-    table.append(row('td', values.map(v => (v === null ? '' : String(v)))));
+    table.append(row('td', values.map(cellText)));
   }
   return table;
+}
+
+/** A mock value as table text: null is blank, numbers and strings as themselves. */
+function cellText(value: unknown): string {
+  if (value === null || value === undefined) {
+    return '';
+  }
+  if (typeof value === 'string' || typeof value === 'number' || typeof value === 'boolean') {
+    return String(value);
+  }
+  return JSON.stringify(value) ?? '';
 }
 
 function row(cell: 'th' | 'td', values: string[]): HTMLTableRowElement {

@@ -47,7 +47,7 @@ export function setupFor(node: string, sources: string[]): string | null {
   if (!/^\s*%load_ext\s+rds_kernel\s*$/m.test(code)) {
     lines.push('%load_ext rds_kernel');
   }
-  const name = node.replace(/[.\-]/g, '\\$&');
+  const name = node.replace(/[.-]/g, '\\$&');
   const connects = new RegExp(`^\\s*%rds\\s+connect\\b.*(--name|-n)[\\s=]+${name}(\\s|$)`, 'm');
   if (!connects.test(code)) {
     lines.push(`%rds connect --name ${node}`);
