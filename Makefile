@@ -19,6 +19,8 @@ $(STAMP): pyproject.toml $(LABEXTENSION)
 	  echo "error: rds_kernel needs Python >= 3.11; '$(PYTHON)' is" \
 	    "$$($(PYTHON) --version 2>&1 || echo missing): run make PYTHON=python3.11 (or newer)" >&2; \
 	  exit 1; }
+	@test -x $(BIN)/python || echo "first run: setting up .venv and building the sidebar" \
+	  "(1-2 minutes)" >&2
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	scripts/ensure-node $(BIN)/python

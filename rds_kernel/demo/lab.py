@@ -7,12 +7,19 @@ every kernel see the demo nodes, and puts this Python's ``bin`` first on ``PATH`
 in a notebook is this installation's CLI. Its access token is random, passed in the
 environment (not on the command line, where other local users could read it), and printed in
 the URL, as Jupyter itself does.
+
+JupyterLab keeps its settings and workspaces for the demo in the demo directory (``lab/``), so
+the demo neither reads nor changes yours, and a fresh demo opens on the course rather than on
+the layout of your last session. The demo's settings answer JupyterLab's "news" question
+(never fetch: the demo makes no request to the internet), unless you changed that answer in a
+demo kept with ``--dir``.
 """
 
 from __future__ import annotations
 
 import errno
 import http.client
+import json
 import os
 import secrets
 import signal
@@ -25,13 +32,16 @@ from pathlib import Path
 
 from rds_kernel.errors import BadRequest
 
-__all__ = ["FIRST_NOTEBOOK", "Lab", "course_source", "has_display", "start_lab"]
+__all__ = ["FIRST_NOTEBOOK", "Lab", "course_source", "has_display", "lab_directories", "start_lab"]
 
 FIRST_NOTEBOOK = "01_why_remote_data_science.ipynb"
 LAB_PORT = 8888
 START_TIMEOUT = 90.0
 STOP_TIMEOUT = 20.0
 LOG_FILE = "jupyter-lab.log"
+LAB_DIR = "lab"
+# The demo's answer to JupyterLab's "fetch official Jupyter news?" prompt: never.
+NEWS_SETTINGS = Path("@jupyterlab", "apputils-extension", "notification.jupyterlab-settings")
 
 
 @dataclass
@@ -79,6 +89,7 @@ def start_lab(root: Path, course: Path, config_dir: Path, browser: bool) -> Lab:
         "JUPYTER_TOKEN": token,
         "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
     }
+    settings, workspaces = lab_directories(root)
     command = [
         sys.executable,
         "-m",
@@ -87,6 +98,8 @@ def start_lab(root: Path, course: Path, config_dir: Path, browser: bool) -> Lab:
         f"--port={port}",
         "--ServerApp.port_retries=0",
         f"--ServerApp.root_dir={course}",
+        f"--LabApp.user_settings_dir={settings}",
+        f"--LabApp.workspaces_dir={workspaces}",
     ]
     if not browser:
         command.append("--no-browser")
@@ -114,6 +127,18 @@ def start_lab(root: Path, course: Path, config_dir: Path, browser: bool) -> Lab:
         lab.stop()
         raise
     return lab
+
+
+def lab_directories(root: Path) -> tuple[Path, Path]:
+    """The demo's JupyterLab settings and workspaces directories under ``root``, created, with
+    the news prompt answered (an answer already there, from a kept demo, is left as it is)."""
+    settings, workspaces = root / LAB_DIR / "settings", root / LAB_DIR / "workspaces"
+    workspaces.mkdir(parents=True, exist_ok=True)
+    news = settings / NEWS_SETTINGS
+    if not news.exists():
+        news.parent.mkdir(parents=True, exist_ok=True)
+        news.write_text(json.dumps({"fetchNews": "false"}, indent=2) + "\n", encoding="utf-8")
+    return settings, workspaces
 
 
 def _lab_port() -> int:

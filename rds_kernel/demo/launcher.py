@@ -45,7 +45,7 @@ from rds_kernel.node.runtime import tune_allocator
 from rds_kernel.node.service import NodeService
 from rds_kernel.node.settings import make_private_directory, write_settings
 
-__all__ = ["DemoNode", "bind_ports", "prepare_demo", "run_demo", "write_connections"]
+__all__ = ["DemoNode", "bind_ports", "prepare_demo", "rds_command", "run_demo", "write_connections"]
 
 SCIENTIST = "scientist"
 START_EPSILON = 10.0
@@ -230,6 +230,11 @@ def run_demo(
             # which would leave JupyterLab running.
             for sig in (SIGINT, SIGTERM):
                 signal.signal(sig, signal.SIG_IGN)
+            if temporary:
+                _say(
+                    f"deleting the demo directory {root} (with any edits to its copy of the "
+                    "course; `rds demo --dir DIR` keeps them next time)"
+                )
     _say("rds demo: stopped")
     return code
 
@@ -263,7 +268,7 @@ def _run(
         open_browser = has_display() if browser is None else browser
         jupyter = start_lab(root, course, config, open_browser)
         stack.callback(jupyter.stop)
-        _say_lab(jupyter, open_browser, course)
+        _say_lab(jupyter, open_browser, course, temporary)
     else:
         _say_no_lab(config)
     _say("Ctrl-C stops everything.")
@@ -298,6 +303,7 @@ def _say_nodes(
     root: Path, nodes: Sequence[DemoNode], connections: Path, temporary: bool, note: str
 ) -> None:
     kept = "deleted when the demo stops; --dir DIR keeps it" if temporary else "kept"
+    rds = rds_command()
     lines = ["rds demo: two owner nodes with synthetic patients (dataset 'patients')", ""]
     for n in nodes:
         lines.append(f"  {n.name:<11} {n.url:<24} {SCIENTIST}: {n.budget}")
@@ -307,20 +313,43 @@ def _say_nodes(
         "",
         f"  demo directory  {root} ({kept})",
         f"  connections     {connections} (the scientist's tokens, mode 0600)",
-        f"  owner's view    rds --dir {nodes[0].directory} audit",
-        f"                  rds --dir {nodes[0].directory} budget show {SCIENTIST}",
+        f"  owner's view    {rds} --dir {nodes[0].directory} audit",
+        f"                  {rds} --dir {nodes[0].directory} budget show {SCIENTIST}",
         "",
     ]
     _say("\n".join(lines))
 
 
-def _say_lab(lab: Lab, browser: bool, course: Path) -> None:
+def _say_lab(lab: Lab, browser: bool, course: Path, temporary: bool) -> None:
     where = "opened in your browser" if browser else "open it in a browser"
+    edits = (
+        "  Your copy of the course is in the temporary demo directory: edits are deleted when\n"
+        "  the demo stops; `rds demo --dir DIR` keeps them.\n"
+        if temporary
+        else ""
+    )
     _say(
         f"JupyterLab on the course ({course}), {where}:\n\n"
         f"  {lab.url}\n\n"
+        '  The dataset browser: the database icon in JupyterLab\'s left sidebar ("RDS datasets")\n'
+        "  lists both nodes, their datasets, schemas and mock rows, and your budget.\n"
+        f"{edits}"
         f"  JupyterLab's log: {lab.log}\n"
     )
+
+
+def rds_command() -> str:
+    """How to type this installation's ``rds`` in the user's shell: ``rds`` when that is what
+    PATH finds, else its path (relative to the current directory when under it, as
+    ``.venv/bin/rds`` after ``make demo``)."""
+    mine = Path(sys.executable).parent / "rds"
+    found = shutil.which("rds")
+    if found is not None and Path(found).resolve() == mine.resolve():
+        return "rds"
+    try:
+        return str(mine.relative_to(Path.cwd()))
+    except ValueError:
+        return str(mine)
 
 
 def _say_no_lab(config: Path) -> None:

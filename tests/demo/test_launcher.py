@@ -12,6 +12,7 @@ import re
 import signal
 import socket
 import stat
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,12 +21,13 @@ import rds_kernel as rds
 from rds_kernel.cli.main import main
 from rds_kernel.client import load_connections
 from rds_kernel.demo import launcher as demo
-from rds_kernel.demo.lab import FIRST_NOTEBOOK, course_source
+from rds_kernel.demo.lab import FIRST_NOTEBOOK, course_source, lab_directories
 from rds_kernel.demo.launcher import (
     DemoNode,
     bind_ports,
     copy_course,
     prepare_demo,
+    rds_command,
     write_connections,
 )
 from rds_kernel.errors import AuthenticationError, BadRequest
@@ -144,6 +146,7 @@ def test_demo_without_lab_serves_both_nodes_and_stops_on_sigint(tmp_path: Path) 
                 assert (budget.epsilon_total, budget.delta_total) == (10.0, 1e-5)
         assert running.stop(signal.SIGINT) == 0
     assert running.stderr.rstrip().endswith("rds demo: stopped")
+    assert f"deleting the demo directory {root}" in running.stderr  # said, not silent
     assert all(refuses_connections(c.url) for c in saved.values())
     assert not root.exists()  # the temporary demo directory is deleted
 
@@ -181,6 +184,20 @@ def test_demo_opens_jupyterlab_on_the_course_with_the_demo_connections(tmp_path:
             finally:
                 connection.close()
 
+        def put(path: str, body: object) -> tuple[int, bytes]:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            try:
+                connection.request(
+                    "PUT",
+                    path,
+                    body=json.dumps(body),
+                    headers={"Authorization": f"token {token}"},
+                )
+                response = connection.getresponse()
+                return response.status, response.read()
+            finally:
+                connection.close()
+
         status, listing = get("/api/contents")
         assert status == 200
         assert FIRST_NOTEBOOK in {item["name"] for item in listing["content"]}  # type: ignore[index]
@@ -191,9 +208,47 @@ def test_demo_opens_jupyterlab_on_the_course_with_the_demo_connections(tmp_path:
             ("hospital_a", "ok"),
             ("hospital_b", "ok"),
         ]
+        # The demo's own JupyterLab settings and workspaces, with the news prompt answered.
+        status, news = get("/lab/api/settings/@jupyterlab/apputils-extension:notification")
+        assert status == 200
+        assert news["settings"]["fetchNews"] == "false"  # type: ignore[index]
+        assert (root / "lab" / "settings").is_dir()
+        status, _ = put(
+            "/lab/api/workspaces/rds-demo-check",
+            {"data": {}, "metadata": {"id": "rds-demo-check"}},
+        )
+        assert status == 204
+        assert any((root / "lab" / "workspaces").iterdir())
+        assert '"RDS datasets"' in running.stderr  # points at the dataset browser
+        assert "edits are deleted" not in running.stderr  # --dir keeps them
         saved = running.connections()
         assert all(c.token not in running.stderr for c in saved.values())
         assert running.stop(signal.SIGTERM) == 0
     assert refuses_connections(base)
     assert all(refuses_connections(c.url) for c in saved.values())
     assert (root / "hospital_a" / "node.toml").is_file()  # --dir is kept
+
+
+def test_the_lab_settings_answer_the_news_prompt_once(tmp_path: Path) -> None:
+    settings, workspaces = lab_directories(tmp_path)
+    news = settings / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
+    assert json.loads(news.read_text()) == {"fetchNews": "false"}
+    assert workspaces.is_dir() and settings.parent == workspaces.parent == tmp_path / "lab"
+    news.write_text('{"fetchNews": "true"}')  # the user's own answer, in a kept demo
+    lab_directories(tmp_path)
+    assert json.loads(news.read_text()) == {"fetchNews": "true"}
+
+
+def test_the_hints_name_an_rds_the_users_shell_can_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`make demo` runs .venv/bin/rds without activating the venv: the printed commands must
+    say .venv/bin/rds then, and plain `rds` only when PATH finds this installation's."""
+    bindir = Path(sys.executable).parent
+    monkeypatch.setenv("PATH", str(tmp_path))  # no rds on PATH
+    monkeypatch.chdir(bindir.parent.parent)
+    assert rds_command() == str(Path(bindir.parent.name, bindir.name, "rds"))
+    monkeypatch.chdir(tmp_path)
+    assert rds_command() == str(bindir / "rds")
+    monkeypatch.setenv("PATH", str(bindir))
+    assert rds_command() == "rds"
