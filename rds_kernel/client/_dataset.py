@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import uuid
-from typing import TYPE_CHECKING
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
+from rds_kernel.client._accuracy import at_row_count, needs_row_count, prepare_here
 from rds_kernel.client._builder import QueryBuilding
 from rds_kernel.client._events import notify_budget
 from rds_kernel.client._results import Preview, release_frame, result_frame
-from rds_kernel.client._transport import RELEASE_RETRIES, path
-from rds_kernel.errors import NodeUnavailable, ProtocolError, SpecError
+from rds_kernel.client._transport import RELEASE_RETRIES, may_have_reached, path
+from rds_kernel.errors import (
+    NodeUnavailable,
+    ProtocolError,
+    RdsError,
+    SpecError,
+    TooManyRequests,
+)
 from rds_kernel.schema import Schema
 from rds_kernel.spec import QuerySpec, validate
 
@@ -27,8 +36,10 @@ class RemoteDataset(QueryBuilding):
         q = patients.filter(rds.col("age") >= 50).group_by("sex").agg(rds.count())
         q.preview(epsilon=0.5)
 
-    ``schema`` is the owner's public schema. ``mock`` is the owner's public mock data (made
-    without looking at private rows), downloaded once and kept.
+    ``schema`` is the owner's public schema (``columns``: its column names). ``mock`` is the
+    owner's public mock data (made without looking at private rows), downloaded once and kept.
+    The rows themselves are private: ``patients["age"]``, ``patients.head()`` or
+    ``len(patients)`` raise a :class:`~rds_kernel.client._builder.PrivateRowsError` saying so.
     """
 
     sends_jobs = True
@@ -74,7 +85,12 @@ class RemoteDataset(QueryBuilding):
     # ------------------------------------------------------------------ running them (QueryRunner)
 
     def preview(self, spec: QuerySpec) -> Preview:
-        """Ask the node what ``spec`` would cost and how accurate it would be. Free."""
+        """Ask the node what ``spec`` would cost and how accurate it would be. Free.
+
+        A mean's or variance's ± depends on the private row count; where the node could not
+        give it, it is computed here at the schema's public row count, else at the mock's
+        (:mod:`rds_kernel.client._accuracy`; the rows say ``accuracy_n``).
+        """
         from rds_kernel import wire
 
         self._check(spec)
@@ -82,8 +98,31 @@ class RemoteDataset(QueryBuilding):
             "/v1/queries/preview", spec.to_dict(), wire.Preview, busy_retries=RELEASE_RETRIES
         )
         preview = Preview.from_wire(answer, self.node.name)
-        notify_budget(self.node.name, preview.budget)
+        rows, note = self._accuracy_at_row_count(spec, preview.rows)
+        preview = dataclasses.replace(preview, rows=rows, accuracy_note=note)
+        notify_budget(self.node.name, answer.budget)
         return preview
+
+    def _accuracy_at_row_count(
+        self, spec: QuerySpec, rows: Sequence[Mapping[str, Any]]
+    ) -> tuple[tuple[dict[str, Any], ...], str]:
+        """Preview ``rows`` with the ± of means and variances the node could not give, at
+        the public row count, else the mock's; and the note that says which (see
+        :func:`rds_kernel.client._accuracy.at_row_count`). Best effort: unchanged if the
+        query cannot be prepared here or the mock data cannot be had."""
+        unchanged = tuple(dict(r) for r in rows), ""
+        if not needs_row_count(rows):
+            return unchanged
+        prepared = prepare_here(spec, self.schema)
+        if prepared is None:
+            return unchanged
+        if self.schema.public_row_count is not None:
+            return at_row_count(rows, prepared, self.schema.public_row_count, "public")
+        try:
+            n = self.mock_frame().height
+        except RdsError:
+            return unchanged
+        return at_row_count(rows, prepared, n, "mock")
 
     def release(self, spec: QuerySpec, request_id: str | None = None) -> pd.DataFrame:
         """Run ``spec`` on the private data; the node charges its exact cost to your budget.
@@ -101,11 +140,19 @@ class RemoteDataset(QueryBuilding):
         transport = self.node._transport
         try:
             answer = transport.post("/v1/queries", body, ReleaseAnswer, retries=RELEASE_RETRIES)
-        except NodeUnavailable as exc:  # keeps its kind: unreachable, timeout or protocol
+        except (NodeUnavailable, TooManyRequests) as exc:  # keeps its kind
+            if isinstance(exc, TooManyRequests) and exc.detail.get("sent") is not True:
+                raise  # the node ran nothing, and no earlier try may have reached it
+            detail = {**exc.detail, "request_id": request_id}
+            if not may_have_reached(exc):
+                raise type(exc)(
+                    f"{exc.message}. Nothing reached the node, so nothing was charged",
+                    detail,
+                ) from None
             raise type(exc)(
                 f"{exc.message}. The release may have been charged; run it again with "
                 f"request_id={request_id!r} to get its answer without paying twice",
-                {**exc.detail, "request_id": request_id},
+                detail,
             ) from None
         frame = release_frame(answer, self.node.name)
         notify_budget(self.node.name, answer.budget)

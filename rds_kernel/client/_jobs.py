@@ -42,7 +42,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from rds_kernel.client._jobs_code import decode_output, function_source, run_on_mock
-from rds_kernel.client._transport import RELEASE_RETRIES, check_answer, path
+from rds_kernel.client._transport import RELEASE_RETRIES, check_answer, may_have_reached, path
 from rds_kernel.errors import (
     BadRequest,
     NodeTimeout,
@@ -344,6 +344,11 @@ class NodeJobs:
         try:
             view = transport.post("/v1/jobs", body, JobView, retries=RELEASE_RETRIES)
         except NodeUnavailable as exc:  # keeps its kind: unreachable, timeout or protocol
+            if not may_have_reached(exc):
+                raise type(exc)(
+                    f"{exc.message}. Nothing reached the node, so no job was stored",
+                    {**exc.detail, "request_id": request_id},
+                ) from None
             raise type(exc)(
                 f"{exc.message}. The job may have been stored; submit it again with "
                 f"request_id={request_id!r} to get it without running it twice",

@@ -7,8 +7,10 @@ noise a node would add, without a node and without spending anyone's budget::
     staff.filter(rds.col("cvd") == 1).agg(rds.count()).release(epsilon=1.0)
 
 A release here is not private in any useful sense — you hold the rows — and no ledger records
-it: it shows what a node would answer. Each query is prepared (compiled, calibrated, verified)
-once and then only executed, so repeating a release costs about a millisecond.
+it: it shows what a node would answer, and looks like one (a preview is a
+:class:`~rds_kernel.client.Preview`, an answer a DataFrame with its ±). Each query is prepared
+(compiled, calibrated, verified) once and then only executed, so repeating a release costs
+about a millisecond.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from rds_kernel.client._accuracy import at_row_count
 from rds_kernel.client._builder import QueryBuilding
-from rds_kernel.client._results import result_frame
+from rds_kernel.client._results import Preview, result_frame
 from rds_kernel.errors import SpecError
 from rds_kernel.schema import Schema
 from rds_kernel.spec import QuerySpec, validate
@@ -40,6 +43,8 @@ class LocalDataset(QueryBuilding):
     (``{"columns": {"age": {"type": "int", "bounds": [0, 120]}}}``). The frame is checked
     against it as a node checks its private data. Queries built from it release locally with
     real OpenDP noise; ``preview`` gives each aggregate's mechanism, noise scale and ± accuracy.
+    Like a node's dataset it does not act as a DataFrame (``data["age"]`` or ``len(data)``
+    raise a :class:`~rds_kernel.client._builder.PrivateRowsError`): keep the frame you gave it.
     """
 
     def __init__(
@@ -66,14 +71,41 @@ class LocalDataset(QueryBuilding):
 
     # ------------------------------------------------------------------ running them (QueryRunner)
 
-    def preview(self, spec: QuerySpec) -> pd.DataFrame:
-        """Per aggregate: mechanism, noise scale and ± accuracy (95%); ``attrs`` has the cost."""
-        import pandas as pd
+    def _private_rows(self) -> str:
+        name = self.name if self.name.isidentifier() else "dataset"
+        return (
+            "rows are private on a node, and a LocalDataset answers as a node would: use "
+            f"`{name}.schema` (or build a query: {name}.agg(...)); the frame you gave it is "
+            "still yours"
+        )
 
+    def preview(self, spec: QuerySpec) -> Preview:
+        """What a release would cost, and per aggregate its mechanism, noise scale and ±
+        accuracy (95%): a :class:`~rds_kernel.client.Preview`, as a node's, without a budget.
+
+        A mean's or variance's ± is given at the schema's public row count, else at the
+        local data's row count (``accuracy_note`` says which).
+        """
         prepared = self._prepare(spec)
-        frame = pd.DataFrame([dict(row) for row in prepared.summary])
-        frame.attrs.update(epsilon=prepared.cost[0], delta=prepared.cost[1])
-        return frame
+        n = self.schema.public_row_count
+        rows, note = at_row_count(
+            prepared.summary,
+            prepared,
+            self._frame.height if n is None else n,
+            "local" if n is None else "public",
+        )
+        epsilon, delta = prepared.cost
+        return Preview(
+            node=LOCAL,
+            dataset=self.name,
+            epsilon=epsilon,
+            delta=delta,
+            requested_epsilon=spec.epsilon,
+            requested_delta=spec.delta,
+            rows=rows,
+            budget=None,
+            accuracy_note=note,
+        )
 
     def release(self, spec: QuerySpec, request_id: str | None = None) -> pd.DataFrame:
         """The answer a node would release for ``spec``, with fresh noise; nothing is charged."""

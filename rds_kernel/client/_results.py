@@ -2,7 +2,9 @@
 :class:`rds_kernel.wire.Budget`, the node's own record, exported as ``rds.Budget``).
 
 A released answer is a pandas DataFrame (group keys, then one column per aggregate) whose
-``attrs`` record where it came from and what it cost:
+``attrs`` record where it came from and what it cost. It is a
+:class:`~rds_kernel.client._frame.ResultFrame`, a DataFrame that a notebook shows with each
+value's ± (frames derived from it are plain DataFrames):
 
 =================  ===============================================================
 ``node``           the node's name (as given to ``rds.connect``)
@@ -20,10 +22,11 @@ A released answer is a pandas DataFrame (group keys, then one column per aggrega
 
 from __future__ import annotations
 
-import html
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from rds_kernel.client._html import preview_html, preview_table
 
 if TYPE_CHECKING:  # pragma: no cover - pandas and pydantic are imported when a result is built
     import pandas as pd
@@ -41,7 +44,12 @@ class Preview:
 
     ``epsilon``/``delta`` are the exact cost the node would charge (at most what was
     requested); ``summary`` has one row per aggregate with its mechanism, noise scale and
-    ± accuracy (95%); ``budget`` is your budget now, before any release.
+    ± accuracy (95%); ``budget`` is your budget now, before any release (``None`` for a
+    :class:`~rds_kernel.client.LocalDataset`, which keeps no budget).
+
+    A mean's or variance's ± depends on the private row count n. Where the node could not give
+    it, the client computes it at a row count it can know (:mod:`rds_kernel.client._accuracy`):
+    such rows have ``accuracy_n``, and ``accuracy_note`` says which n that is.
     """
 
     node: str
@@ -51,7 +59,8 @@ class Preview:
     requested_epsilon: float
     requested_delta: float
     rows: tuple[Mapping[str, Any], ...]
-    budget: Budget
+    budget: Budget | None
+    accuracy_note: str = ""
 
     @classmethod
     def from_wire(cls, answer: wire.Preview, node: str) -> Preview:
@@ -78,26 +87,21 @@ class Preview:
 
     @property
     def affordable(self) -> bool:
-        """Whether your node-wide budget covers this release now."""
+        """Whether your node-wide budget covers this release now (always, locally)."""
+        if self.budget is None:
+            return True
         return (
             self.epsilon <= self.budget.epsilon_remaining
             and self.delta <= self.budget.delta_remaining
         )
 
-    def _headline(self) -> str:
-        cost = f"ε={self.epsilon:g}" + (f", δ={self.delta:g}" if self.delta else "")
-        left = f"ε {self.budget.epsilon_remaining:g} of {self.budget.epsilon_total:g} left"
-        warn = "" if self.affordable else " — more than your remaining budget"
-        return f"Preview of {self.dataset!r} on {self.node}: costs {cost} ({left}){warn}"
-
     def __repr__(self) -> str:
-        if not self.rows:
-            return self._headline()
-        return f"{self._headline()}\n{self.summary.to_string(index=False)}"
+        """The card as text: the cost, then per aggregate its mechanism, scale and ±."""
+        return repr(preview_table(self))
 
     def _repr_html_(self) -> str:
-        table = self.summary.to_html(index=False, na_rep="", border=0) if self.rows else ""
-        return f"<div><p><b>{html.escape(self._headline())}</b></p>{table}</div>"
+        """The same card as ``%load_ext rds_kernel`` shows (:func:`~._html.preview_table`)."""
+        return preview_html(self)
 
 
 def result_frame(
@@ -113,11 +117,15 @@ def result_frame(
     replayed: bool = False,
     created_at: str | None = None,
 ) -> pd.DataFrame:
-    """The DataFrame of one answer (``{"columns", "rows", "accuracy"}``), with its attrs."""
-    import pandas as pd
+    """The DataFrame of one answer (``{"columns", "rows", "accuracy"}``), with its attrs.
+
+    A :class:`~rds_kernel.client._frame.ResultFrame`: a notebook shows its ± without
+    ``%load_ext rds_kernel``.
+    """
+    from rds_kernel.client._frame import ResultFrame
 
     columns = [str(c) for c in result["columns"]]
-    frame = pd.DataFrame(list(result["rows"]), columns=columns)
+    frame = ResultFrame(list(result["rows"]), columns=columns)
     frame.attrs.update(
         node=node,
         dataset=dataset,

@@ -16,14 +16,22 @@ unreachable node or a timeout, always with the same body, so its ``request_id`` 
 charge it once; a ``TooManyRequests`` (429: the node ran nothing) is sent again after its
 ``Retry-After``; a protocol error or any answer of the node is never retried.
 
+Whether a failed request may have reached the node is in the error's ``detail["sent"]``
+(:func:`may_have_reached`): ``False`` when no try got further than opening the connection
+(refused, no such host, no connection in time), so the node cannot have acted on it; a
+timeout, a connection lost after sending, or a gateway's 5xx may have reached it.
+
 The token is sent in the ``Authorization`` header of each request and appears nowhere else: not
-in ``repr``, not in messages. ``requests`` is imported on first use.
+in ``repr``, not in messages. It is used without surrounding whitespace (a token read from a
+file ends with a newline); one with whitespace or control characters inside is refused
+(:func:`clean_token`). ``requests`` is imported on first use.
 """
 
 from __future__ import annotations
 
 import re
 import time
+import unicodedata
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -80,6 +88,55 @@ def _reason(exc: Exception) -> str:
     return text or type(exc).__name__
 
 
+def clean_token(token: object) -> str:
+    """``token`` without surrounding whitespace; BadRequest if it is empty or cannot be one.
+
+    >>> clean_token("rds_abc\\n")
+    'rds_abc'
+    """
+    if not isinstance(token, str) or not token.strip():
+        raise BadRequest("a token is needed; the node owner creates one with `rds user add`")
+    token = token.strip()
+    # Z*: separators (spaces); C*: control, format (zero-width), private-use, unassigned
+    if any(c.isspace() or unicodedata.category(c)[0] in "CZ" for c in token):
+        raise BadRequest(
+            "the token contains whitespace or control characters: copy it again (a token is "
+            "one word, as `rds user add` printed it)"
+        )
+    if not token.isascii():
+        raise BadRequest(
+            "the token contains characters other than ASCII letters, digits and punctuation: "
+            "copy it again (a token is one word, as `rds user add` printed it)"
+        )
+    return token
+
+
+def may_have_reached(error: RdsError) -> bool:
+    """Whether the request that failed with ``error`` may have reached the node.
+
+    False only when the transport knows nothing was sent (``detail["sent"] is False``): the
+    connection was refused, the host name did not resolve, or no connection was made in time.
+    """
+    return error.detail.get("sent") is not False
+
+
+def _never_sent(exc: Exception) -> bool:
+    """Whether ``requests`` failed before sending anything: no connection was opened."""
+    import requests
+    from urllib3.exceptions import NewConnectionError  # NameResolutionError is one too
+
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return True
+    if isinstance(exc, requests.exceptions.InvalidHeader | requests.exceptions.InvalidURL):
+        return True  # refused by requests itself, before connecting
+    if isinstance(exc, requests.exceptions.ConnectionError) and not isinstance(
+        exc, requests.exceptions.ProxyError
+    ):
+        inner = exc.args[0] if exc.args else None
+        return isinstance(getattr(inner, "reason", inner), NewConnectionError)
+    return False
+
+
 def check_answer(model: type[M], raw: Any, where: str) -> M:
     """``raw`` validated as ``model``, or a ProtocolError naming what is missing or wrong."""
     from pydantic import ValidationError
@@ -120,8 +177,7 @@ class Transport:
                 f"{url!r} is not a node URL; give it as http(s)://host:port, "
                 "e.g. http://127.0.0.1:8765"
             )
-        if not isinstance(token, str) or not token.strip():
-            raise BadRequest("a token is needed; the node owner creates one with `rds user add`")
+        token = clean_token(token)
         if parts.username or parts.password:
             raise BadRequest("put the token in token=..., not in the URL")
         import requests
@@ -186,10 +242,13 @@ class Transport:
 
         What is retried is decided by the error's class (see the module). The request (body
         included) is the same on every try, so a release keeps its ``request_id`` and the
-        node charges it once however many tries reach it.
+        node charges it once however many tries reach it. The error raised after the last try
+        says in ``detail["sent"]`` whether any try may have reached the node
+        (:func:`may_have_reached`).
         """
         tries = 0
         busy = 0
+        reached = False  # whether an earlier try that failed may have reached the node
         while True:
             try:
                 return self._send(method, route, params, body)
@@ -199,10 +258,15 @@ class Transport:
                 elif tries < retries:
                     tries += 1
                 else:
+                    if reached:  # this try ran nothing, but an earlier one may have
+                        exc.detail["sent"] = True
                     raise
                 retry_after = _seconds(exc.detail.get("retry_after"))
-            except (NodeUnreachable, NodeTimeout):
+            except (NodeUnreachable, NodeTimeout) as exc:
+                reached = reached or may_have_reached(exc)
                 if tries >= retries:
+                    if reached and not may_have_reached(exc):  # an earlier try may have
+                        exc.detail["sent"] = True
                     raise
                 tries += 1
                 retry_after = 0.0
@@ -219,7 +283,7 @@ class Transport:
         url = self.url + route
         where = f"{method} {display_url(url)}"
         check = (
-            "check the URL and port, that the node is running (`rds node serve DIR`) and that "
+            "check the URL and port, that the node is running (`rds --dir DIR node serve`) and that "
             "this machine can reach it"
         )
         detail = {"url": display_url(self.url)}
@@ -236,7 +300,7 @@ class Transport:
             raise NodeUnreachable(
                 f"could not connect to the node at {display_url(self.url)} ({_reason(exc)}); "
                 + check,
-                detail,
+                {**detail, "sent": False},
             ) from None
         except requests.exceptions.Timeout:
             raise NodeTimeout(
@@ -253,7 +317,7 @@ class Transport:
         except requests.exceptions.RequestException as exc:
             raise NodeUnreachable(
                 f"could not reach the node at {display_url(self.url)} ({_reason(exc)}); " + check,
-                detail,
+                {**detail, "sent": not _never_sent(exc)},
             ) from None
         if response.status_code < 400:
             return response

@@ -11,11 +11,15 @@ URL and your token on it::
     {"hospital_a": {"url": "http://127.0.0.1:8765", "token": "rds_..."}}
 
 Names are 1-64 letters, digits, ``_``, ``.`` or ``-`` (they are used in ``%%rds --on a,b``).
+Tokens are kept without surrounding whitespace (a token read from a file ends with a newline).
 Every write replaces the file atomically with a new one created with mode 0600::
 
     save_connection("hospital_a", "http://127.0.0.1:8765", token)
     node = load_connections()["hospital_a"].connect()
     remove_connection("hospital_a")
+
+A name that is not saved is an :class:`UnknownConnection` (a ``KeyError``) that lists the saved
+ones and says how to add one; ``name in load_connections()`` and ``.get(name)`` work as usual.
 """
 
 from __future__ import annotations
@@ -47,11 +51,39 @@ class Connection:
     url: str
     token: str = field(repr=False)
 
+    def __post_init__(self) -> None:
+        if isinstance(self.token, str):  # "rds_...\n" read from a file is the token
+            object.__setattr__(self, "token", self.token.strip())
+
     def connect(self) -> Node:
         """Connect to the node with the saved URL and token, under the saved name."""
         from rds_kernel.client._node import Node
 
         return Node(self.url, self.token, name=self.name)
+
+
+class UnknownConnection(KeyError):
+    """A connection name that is not saved; the message lists the saved ones."""
+
+    def __str__(self) -> str:  # a KeyError shows its message quoted; this one is a sentence
+        return str(self.args[0]) if self.args else ""
+
+
+class SavedConnections(dict[str, Connection]):
+    """The saved connections by name: a dict whose missing names say what is saved instead."""
+
+    def __init__(self, path: Path, connections: dict[str, Connection] | None = None) -> None:
+        super().__init__(connections or {})
+        self.path = path
+
+    def __missing__(self, name: str) -> Connection:
+        saved = f"saved: {', '.join(sorted(self))}" if self else "none is saved"
+        shown = name if isinstance(name, str) and NAME_PATTERN.fullmatch(name) else "NAME"
+        raise UnknownConnection(
+            f"no saved connection {name!r}; {saved} (in {self.path}). Add one with "
+            f"%rds connect URL --name {shown} in a notebook, or "
+            f"rds_kernel.client.connections.save_connection({shown!r}, URL, token)"
+        )
 
 
 def connections_path() -> Path:
@@ -70,13 +102,17 @@ def check_connection_name(name: str) -> str:
     return name
 
 
-def load_connections(path: Path | None = None) -> dict[str, Connection]:
-    """The saved connections by name (empty when the file does not exist)."""
+def load_connections(path: Path | None = None) -> SavedConnections:
+    """The saved connections by name (empty when the file does not exist).
+
+    A dict; looking up a name that is not saved raises :class:`UnknownConnection` (a
+    ``KeyError``) naming the saved ones and how to add one.
+    """
     path = path or connections_path()
     try:
         raw: Any = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        return {}
+        return SavedConnections(path)
     except (OSError, ValueError) as exc:
         raise BadRequest(
             f"cannot read the saved connections in {path} ({type(exc).__name__}); "
@@ -84,7 +120,7 @@ def load_connections(path: Path | None = None) -> dict[str, Connection]:
         ) from None
     if not isinstance(raw, dict):
         raise _malformed(path, "it is not a JSON object")
-    out: dict[str, Connection] = {}
+    out = SavedConnections(path)
     for name, entry in raw.items():
         if not isinstance(entry, dict) or not all(
             isinstance(entry.get(k), str) for k in ("url", "token")

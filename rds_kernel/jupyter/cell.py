@@ -166,6 +166,7 @@ class CellDataset(RemoteDataset):
             if self.run.mode != "mock":
                 return super().preview(spec)
             frame = super().run_on_mock(spec)
+            rows, note = self._accuracy_at_row_count(spec, frame.attrs["summary"])
             return Preview(
                 node=self.node.name,
                 dataset=self.name,
@@ -173,8 +174,9 @@ class CellDataset(RemoteDataset):
                 delta=float(frame.attrs["delta_spent"]),
                 requested_epsilon=spec.epsilon,
                 requested_delta=spec.delta,
-                rows=tuple(frame.attrs["summary"]),
+                rows=rows,
                 budget=self.run.simulated_budget(self.node),
+                accuracy_note=note,
             )
 
     def release(self, spec: QuerySpec, request_id: str | None = None) -> pd.DataFrame:

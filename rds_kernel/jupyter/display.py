@@ -1,10 +1,12 @@
 """What the notebook shows: released answers, previews, nodes, datasets and history.
 
-A released answer stays a plain ``pandas.DataFrame`` (``df.attrs`` says where it came from and
-what it cost). ``%load_ext rds_kernel`` registers an HTML formatter that recognises such frames
-by their attrs and shows each value with its ± accuracy (the half-width of the 95 % interval),
-the epsilon spent and the node; any other DataFrame keeps pandas' own HTML. Previews render as
-a table of aggregate, mechanism, noise scale, accuracy and threshold.
+A released answer is a pandas ``DataFrame`` (a :class:`~rds_kernel.client._frame.ResultFrame`:
+``df.attrs`` says where it came from and what it cost) that shows each value with its ±
+accuracy (the half-width of the 95 % interval), the epsilon spent and the node, and a preview
+shows a table of aggregate, mechanism, noise scale, accuracy and threshold — both through the
+client's own rendering (:mod:`rds_kernel.client._html`), so the Python API and the ``%%rds``
+magic show the same cards. ``%load_ext rds_kernel`` also registers an HTML formatter that
+recognises any frame with an answer's attrs; any other DataFrame keeps pandas' own HTML.
 
 Nothing here imports pandas: the formatters are registered by type name and only run on
 objects that already exist.
@@ -12,13 +14,23 @@ objects that already exist.
 
 from __future__ import annotations
 
-import html
-import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from rds_kernel.client import Preview
+from rds_kernel.client._html import (
+    MAX_ROWS,
+    Table,
+    cost,
+    escape_text,
+    html_table,
+    is_result,
+    number,
+    preview_html,
+    preview_table,
+    result_html,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -26,140 +38,25 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from rds_kernel.client import RemoteDataset
 
-MAX_ROWS = 50
-"""Rows of a released answer shown in HTML; the rest are counted, not shown."""
+__all__ = [
+    "MAX_ROWS",
+    "DatasetsView",
+    "Table",
+    "cost",
+    "describe_spec",
+    "history_frame",
+    "html_table",
+    "is_result",
+    "number",
+    "preview_html",
+    "preview_table",
+    "register_formatters",
+    "result_html",
+    "schema_table",
+    "unregister_formatters",
+]
 
-_RESULT_ATTRS = frozenset({"node", "dataset", "epsilon_spent", "delta_spent", "accuracy", "mock"})
 _FRAME_TYPES = (("pandas", "DataFrame"), ("pandas.core.frame", "DataFrame"))
-_CAPTION = "± is the half-width of the 95 % interval of the noise"
-
-
-@dataclass(frozen=True)
-class Table:
-    """A small table of strings with a title and a note, as HTML and as aligned text."""
-
-    columns: Sequence[str]
-    rows: Sequence[Sequence[str]]
-    title: str = ""
-    note: str = ""
-
-    def _repr_html_(self) -> str:
-        title = f"<p><b>{_text(self.title)}</b></p>" if self.title else ""
-        note = f"<p><small>{_text(self.note)}</small></p>" if self.note else ""
-        return f"<div>{title}{html_table(self.columns, self.rows)}{note}</div>"
-
-    def __repr__(self) -> str:
-        widths = [len(c) for c in self.columns]
-        for row in self.rows:
-            widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
-        lines = [self.title] if self.title else []
-        for row in (self.columns, *self.rows):
-            lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
-        if self.note:
-            lines.append(self.note)
-        return "\n".join(lines)
-
-
-def _text(value: str) -> str:
-    """``value`` as HTML text content (quotes need no escaping outside attributes)."""
-    return html.escape(value, quote=False)
-
-
-def html_table(columns: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
-    """A plain HTML table (cells are escaped)."""
-    head = "".join(f"<th>{_text(c)}</th>" for c in columns)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{_text(cell)}</td>" for cell in row) + "</tr>" for row in rows
-    )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-# --------------------------------------------------------------------------- numbers
-
-
-def number(value: Any, accuracy: float | None = None) -> str:
-    """``value`` for people: with its accuracy, to the accuracy's two significant digits."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "—"
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return str(value)
-    if accuracy is None or not math.isfinite(accuracy) or accuracy <= 0:
-        return f"{value:.6g}" if isinstance(value, float) else str(value)
-    decimals = min(10, max(0, 1 - math.floor(math.log10(accuracy))))
-    shown = str(value) if isinstance(value, int) else f"{value:.{decimals}f}"
-    return f"{shown} ± {accuracy:.{decimals}f}"
-
-
-def cost(epsilon: float, delta: float = 0.0) -> str:
-    """``ε=0.5`` or ``ε=0.5, δ=1e-06``."""
-    return f"ε={epsilon:.4g}" + (f", δ={delta:.3g}" if delta else "")
-
-
-# --------------------------------------------------------------------------- results and previews
-
-
-def is_result(frame: pd.DataFrame) -> bool:
-    """Whether ``frame`` is an answer of the client (a release or a mock run)."""
-    return frame.attrs.keys() >= _RESULT_ATTRS
-
-
-def result_html(frame: pd.DataFrame) -> str | None:
-    """The HTML of a released (or mock-run) answer; pandas' own HTML for any other frame."""
-    if not is_result(frame):
-        return frame._repr_html_()  # type: ignore[operator,no-any-return]
-    a = frame.attrs
-    accuracy: Mapping[str, Any] = a.get("accuracy") or {}
-    spent = cost(float(a["epsilon_spent"]), float(a["delta_spent"]))
-    if a.get("mock"):
-        title = (
-            f"Mock run on the mock data of {a['dataset']!r} from {a['node']} — not a release; "
-            f"on the node it would cost {spent}"
-        )
-    else:
-        title = f"Released by {a['node']} from {a['dataset']!r}: {spent} spent"
-        if a.get("replayed"):
-            title += " (a stored answer, returned again and not charged again)"
-    columns = [str(c) for c in frame.columns]
-    rows = [
-        [number(v, _float(accuracy.get(c))) for c, v in zip(columns, row, strict=True)]
-        for row in frame.head(MAX_ROWS).itertuples(index=False, name=None)
-    ]
-    notes = [_CAPTION]
-    missing = [c for c in columns if c in accuracy and _float(accuracy[c]) is None]
-    if missing:
-        notes.append(f"no closed-form ± for {', '.join(missing)}")
-    if len(frame) > MAX_ROWS:
-        notes.append(f"{len(frame) - MAX_ROWS} more rows not shown")
-    return Table(columns, rows, title, "; ".join(notes))._repr_html_()
-
-
-def preview_table(preview: Preview) -> Table:
-    """A preview as a table: aggregate, mechanism, scale, ± accuracy (95 %), threshold."""
-    rows = [
-        [
-            str(r.get("aggregate", "")),
-            str(r.get("mechanism", "")),
-            number(r.get("scale")),
-            number(r.get("accuracy")),
-            number(r.get("threshold")) if r.get("threshold") is not None else "",
-        ]
-        for r in preview.rows
-    ]
-    b = preview.budget
-    title = (
-        f"Preview of {preview.dataset!r} on {preview.node}: would cost "
-        f"{cost(preview.epsilon, preview.delta)}; ε {b.epsilon_remaining:.4g} of "
-        f"{b.epsilon_total:.4g} left. Nothing was spent."
-    )
-    if not preview.affordable:
-        title += " More than your remaining budget: the release would be refused."
-    notes = [f"{r['aggregate']}: {r['note']}" for r in preview.rows if r.get("note")]
-    columns = ("aggregate", "mechanism", "scale", "± accuracy (95 %)", "threshold")
-    return Table(columns, rows, title, "; ".join(notes))
-
-
-def preview_html(preview: Preview) -> str:
-    return preview_table(preview)._repr_html_()
 
 
 def register_formatters(shell: InteractiveShell) -> None:
@@ -183,10 +80,6 @@ def _html_formatter(shell: InteractiveShell) -> Any:
     return shell.display_formatter.formatters["text/html"]
 
 
-def _float(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
-
-
 # --------------------------------------------------------------------------- datasets
 
 
@@ -199,15 +92,15 @@ class DatasetsView:
     def _repr_html_(self) -> str:
         parts = []
         for node, ds, head in self.entries:
-            summary = f"<b>{_text(ds.name)}</b> on {_text(node)}"
+            summary = f"<b>{escape_text(ds.name)}</b> on {escape_text(node)}"
             if ds.schema.description:
-                summary += f" — {_text(ds.schema.description)}"
+                summary += f" — {escape_text(ds.schema.description)}"
             mock = head.to_html(index=False, na_rep="", border=0)
             parts.append(
                 f"<details{' open' if len(self.entries) == 1 else ''}><summary>{summary}"
                 f"</summary>{schema_table(ds)._repr_html_()}"
                 f"<p>Mock data (made from the schema, no real rows), first {len(head)} rows "
-                f"(<code>{_text(ds.name)}.mock</code> has them all):</p>{mock}</details>"
+                f"(<code>{escape_text(ds.name)}.mock</code> has them all):</p>{mock}</details>"
             )
         return "<div>" + "".join(parts) + "</div>"
 

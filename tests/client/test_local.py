@@ -45,9 +45,11 @@ def test_a_release_is_shaped_like_a_nodes_answer(staff: pd.DataFrame) -> None:
 def test_preview_gives_the_mechanism_scale_and_cost(staff: pd.DataFrame) -> None:
     data = rds.LocalDataset(pl.from_pandas(staff), SCHEMA)
     preview = data.agg(rds.count()).preview(epsilon=1.0)
-    row = preview.iloc[0]
+    assert isinstance(preview, rds.Preview)
+    row = preview.summary.iloc[0]
     assert (row["mechanism"], row["scale"]) == ("Integer Laplace", 1.0)
-    assert preview.attrs == {"epsilon": 1.0, "delta": 0.0}
+    assert (preview.epsilon, preview.delta) == (1.0, 0.0)
+    assert preview.budget is None and preview.affordable
 
 
 def test_each_release_draws_fresh_noise_from_one_prepared_query(staff: pd.DataFrame) -> None:

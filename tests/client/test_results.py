@@ -83,14 +83,14 @@ def test_preview_has_cost_summary_and_budget(node: rds.Node, fake: FakeNode) -> 
 def test_preview_reads_well(node: rds.Node, fake: FakeNode) -> None:
     fake.on("POST", "/v1/queries/preview", Reply(200, PREVIEW))
     p = _query(node).preview(epsilon=0.5)
-    text = repr(p)
+    text = repr(p)  # the card, as text
     assert text.splitlines()[0] == (
-        "Preview of 'patients' on hospital_a: costs ε=0.5 (ε 4 of 5 left)"
+        "Preview of 'patients' on hospital_a: would cost ε=0.5; ε 4 of 5 left. Nothing was spent."
     )
-    assert "mean_cvd" in text and "geometric" in text
-    html = p._repr_html_()
-    assert html.startswith("<div><p><b>Preview of &#x27;patients&#x27;")
-    assert "<table" in html and "mean_cvd" in html
+    assert "mean_cvd" in text and "geometric" in text and "± accuracy (95 %)" in text
+    html = p._repr_html_()  # the same card as the %%rds magic shows
+    assert html.startswith("<div><p><b>Preview of 'patients' on hospital_a: would cost ε=0.5")
+    assert "<table" in html and "mean_cvd" in html and "<th>± accuracy (95 %)</th>" in html
 
 
 def test_preview_warns_when_over_budget(node: rds.Node, fake: FakeNode) -> None:
@@ -98,7 +98,7 @@ def test_preview_warns_when_over_budget(node: rds.Node, fake: FakeNode) -> None:
     fake.on("POST", "/v1/queries/preview", Reply(200, {**PREVIEW, "budget": poor}))
     p = _query(node).preview(epsilon=0.5)
     assert not p.affordable
-    assert "more than your remaining budget" in repr(p)
+    assert "More than your remaining budget: the release would be refused" in repr(p)
 
 
 def test_budget_round_trips_the_wire_form(node: rds.Node) -> None:

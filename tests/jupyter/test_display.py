@@ -68,22 +68,32 @@ def test_any_other_dataframe_keeps_pandas_html() -> None:
     assert result_html(plain) == plain._repr_html_()
 
 
-def test_a_release_is_still_a_plain_dataframe_with_attrs(shell: Shell) -> None:
-    """The display is a formatter: the answer stays a pandas DataFrame, attrs intact."""
+def test_a_release_is_still_a_dataframe_with_attrs(shell: Shell) -> None:
+    """The answer is a pandas DataFrame for code, attrs intact, and shows its ± as a card."""
     df = released()
-    assert type(df) is pd.DataFrame
+    assert isinstance(df, pd.DataFrame)
     assert df.attrs["epsilon_spent"] == 0.5
     assert "Released by hospital_a" in shell.html_of(df)
     assert "Released by" not in shell.html_of(pd.DataFrame({"a": [1]}))
 
 
+def with_result_attrs() -> pd.DataFrame:
+    """A plain DataFrame carrying an answer's attrs (as pandas passes them on to derived
+    frames): only the extension's formatter shows it as an answer."""
+    df = released()
+    plain = pd.DataFrame(df.to_dict("list"))
+    plain.attrs.update(df.attrs)
+    return plain
+
+
 def test_unloading_the_extension_restores_the_default_displays(shell: Shell) -> None:
     shell.ip.extension_manager.unload_extension("rds_kernel")
     try:
-        assert "Released by" not in shell.html_of(released())
+        assert "Released by" not in shell.html_of(with_result_attrs())
+        assert "Released by" in shell.html_of(released())  # the answer's own display
     finally:
         shell.ip.extension_manager.load_extension("rds_kernel")
-    assert "Released by" in shell.html_of(released())
+    assert "Released by" in shell.html_of(with_result_attrs())
 
 
 def test_a_preview_is_a_table_of_mechanism_scale_accuracy_threshold(shell: Shell) -> None:
