@@ -264,6 +264,15 @@ def test_notebook_runs_against_the_demo_nodes(path: Path, course: Course) -> Non
 
     errors = [o for c in code_cells(nb) for o in c.outputs if o.output_type == "error"]
     assert errors == []
+    # A red stderr block reads as a failure to a newcomer (notebook 06's child node printed
+    # "... Ctrl-C stops it" there): the course writes nothing to stderr.
+    stderr = [
+        o.text
+        for c in code_cells(nb)
+        for o in c.outputs
+        if o.output_type == "stream" and o.name == "stderr"
+    ]
+    assert stderr == []
     executed = json.dumps(nb)
     for connection in course.demo.connections().values():
         assert connection.token not in executed

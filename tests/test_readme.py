@@ -128,3 +128,37 @@ print(json.dumps({"columns": list(frame.columns), "rows": len(frame),
     assert result["node"] == "hospital_a"
     assert 0 < result["epsilon_spent"] <= 0.5  # the cost, never above what was asked
     assert result["remaining"] == pytest.approx(5 - result["epsilon_spent"])
+
+
+def headings() -> set[str]:
+    return {m.strip() for m in re.findall(r"^#{2,4} (.+)$", README, re.MULTILINE)}
+
+
+def test_every_schema_key_is_documented() -> None:
+    from rds_kernel import schema
+
+    table = README.split("### Schema file")[1].split("\n#")[0]
+    documented = set(re.findall(r"^\| `([a-z_]+)` \|", table, re.MULTILINE))
+    assert documented == schema._SCHEMA_KEYS | schema._COLUMN_KEYS
+
+
+def test_the_sections_messages_cite_exist() -> None:
+    """A message that sends a person to the README names a section that is there."""
+    cited = set()
+    for path in (ROOT / "rds_kernel").rglob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        cited |= set(re.findall(r"README, '([^']+)'", text))
+        cited |= set(re.findall(r"README\\?'s \\?\"([^\"\\]+)\\?\"", text))
+    assert {"Schema file", "Node settings"} <= cited  # the scan finds them
+    for section in cited:
+        assert any(h.startswith(section) for h in headings()), section
+
+
+def test_nothing_points_outside_the_repository() -> None:
+    """No link to a sibling folder or a machine path; web links only to the projects we use."""
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        text = path.read_text(encoding="utf-8")
+        assert "../shared" not in text and "/work/" not in text, path
+        for target in re.findall(r"\]\(([^)#]+)", text):
+            if not target.startswith("http"):
+                assert (path.parent / target).exists(), f"{path.name}: {target}"
