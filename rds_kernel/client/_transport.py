@@ -283,8 +283,8 @@ class Transport:
         url = self.url + route
         where = f"{method} {display_url(url)}"
         check = (
-            "check the URL and port, that the node is running (`rds --dir DIR node serve`) and that "
-            "this machine can reach it"
+            "check the URL and port, that the node is running (`rds --dir DIR node serve`) and "
+            "that this machine can reach it"
         )
         detail = {"url": display_url(self.url)}
         try:
