@@ -1,11 +1,13 @@
 """Mock data from a schema alone, and the check that fits any frame to a schema.
 
-Mock data is public (DESIGN §1, promise 1c), so :func:`generate_mock` takes a
+Mock data is public (architecture §1, promise 1), so :func:`generate_mock` takes a
 :class:`~rds_kernel.schema.Schema` and nothing else: it cannot look at private rows because it is
 never given any. Values are drawn uniformly inside the public bounds, from the declared
 categories, with nulls at the declared ``null_rate``. Each column has its own random stream,
 seeded by ``seed`` and the column name, so adding a column or changing one column's declaration
-leaves the others' values unchanged.
+leaves the others' values unchanged. A node seeds a dataset's mock with :func:`mock_seed` of
+its own name and the dataset's, so two nodes sharing a schema show different mock rows, and one
+node shows the same rows each time it regenerates them.
 
 Defaults where the schema is silent (documented here because scientists will see them):
 
@@ -33,6 +35,7 @@ True
 
 from __future__ import annotations
 
+import hashlib
 import io
 import zlib
 from datetime import date
@@ -55,6 +58,7 @@ __all__ = [
     "frame_polars_schema",
     "generate_mock",
     "load_mock_file",
+    "mock_seed",
     "mock_to_csv_bytes",
     "mock_to_parquet_bytes",
 ]
@@ -88,6 +92,19 @@ def _dtype(ctype: ColumnType) -> pl.DataType:
 
 
 # --- generation ---------------------------------------------------------------------------------
+
+
+def mock_seed(node: str, dataset: str) -> int:
+    """The seed of ``dataset``'s mock data on the node called ``node``: a stable hash of the two
+    public names (SHA-256, the same in every process and on every machine; never of any data).
+
+    >>> mock_seed("hospital_a", "patients") == mock_seed("hospital_a", "patients")
+    True
+    >>> mock_seed("hospital_a", "patients") != mock_seed("hospital_b", "patients")
+    True
+    """
+    digest = hashlib.sha256(f"rds_kernel mock\0{node}\0{dataset}".encode()).digest()
+    return int.from_bytes(digest[:8], "big")
 
 
 def generate_mock(schema: Schema, n: int | None = None, seed: int = 0) -> pl.DataFrame:

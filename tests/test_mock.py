@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rds_kernel import mock
+from rds_kernel.demo.patients import write_demo_dataset
 from rds_kernel.errors import SchemaError
 from rds_kernel.mock import (
     DEFAULT_DATE_BOUNDS,
@@ -33,9 +34,12 @@ from rds_kernel.mock import (
     frame_polars_schema,
     generate_mock,
     load_mock_file,
+    mock_seed,
     mock_to_csv_bytes,
     mock_to_parquet_bytes,
 )
+from rds_kernel.node.datasets import DatasetRegistry
+from rds_kernel.node.settings import write_settings
 from rds_kernel.schema import Schema
 
 ALL_TYPES: dict[str, Any] = {
@@ -78,6 +82,50 @@ def test_each_column_has_its_own_stream() -> None:
     reordered = schema_of({"columns": dict(reversed(ALL_TYPES["columns"].items()))})
     assert generate_mock(small, n=300)["age"].equals(generate_mock(ALL, n=300)["age"])
     assert generate_mock(reordered, n=300).select(ALL.names).equals(generate_mock(ALL, n=300))
+
+
+def test_mock_seed_is_a_stable_hash_of_the_node_and_dataset_names() -> None:
+    """Pinned: a node regenerating a mock (a replace, an upgrade) shows its scientists the same
+    rows as before; Python's own ``hash`` of a string changes with every process."""
+    assert mock_seed("hospital_a", "patients") == 4529171243728244998
+    code = "from rds_kernel.mock import mock_seed; print(mock_seed('hospital_a', 'patients'))"
+    other_process = subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True
+    )
+    assert other_process.stdout.strip() == "4529171243728244998"
+    seeds = {mock_seed(node, ds) for node in ("a", "b", "a_b") for ds in ("b_c", "c", "patients")}
+    assert len(seeds) == 9
+    assert mock_seed("a", "b_c") != mock_seed("a_b", "c")  # the names are kept apart
+
+
+def test_two_nodes_with_one_schema_show_different_mock_rows(tmp_path: Path) -> None:
+    """Issue 12: both demo hospitals showed the same mock rows (one seed for every node). The
+    seed now comes from the node's name and the dataset's, never from the private rows: the
+    same schema gives different rows on two nodes, and the same rows on one node every time."""
+    data, schema = write_demo_dataset(tmp_path / "source", "hospital_a", n=200)
+
+    def mock_of(directory: str, node_name: str) -> pl.DataFrame:
+        node_dir = tmp_path / directory
+        node_dir.mkdir()
+        write_settings(node_dir, name=node_name)
+        registry = DatasetRegistry(node_dir)  # the name comes from the node's settings
+        assert registry.node_name == node_name
+        return pl.read_parquet(registry.add("patients", data, schema, mock_rows=50).mock_path)
+
+    a, b = mock_of("a", "hospital_a"), mock_of("b", "hospital_b")
+    assert a.schema == b.schema
+    for column in ("age", "sex", "systolic_bp"):
+        assert not a[column].equals(b[column]), column
+    assert mock_of("a_again", "hospital_a").equals(a)  # another directory, the same node name
+    expected = generate_mock(
+        DatasetRegistry(tmp_path / "a").get("patients").schema,
+        n=50,
+        seed=mock_seed("hospital_a", "patients"),
+    )
+    assert a.equals(expected)
+    given = DatasetRegistry(tmp_path / "given", node_name="hospital_b")
+    assert given.node_name == "hospital_b"
+    assert pl.read_parquet(given.add("patients", data, schema, mock_rows=50).mock_path).equals(b)
 
 
 def test_frame_polars_schema_maps_every_type() -> None:
@@ -513,6 +561,7 @@ def test_module_exports() -> None:
         "frame_polars_schema",
         "generate_mock",
         "load_mock_file",
+        "mock_seed",
         "mock_to_csv_bytes",
         "mock_to_parquet_bytes",
     ]

@@ -9,6 +9,7 @@ import { addIcon, closeIcon, refreshIcon, Toolbar, ToolbarButton } from '@jupyte
 import { Panel, Widget } from '@lumino/widgets';
 
 import { ApiError, IBudget, IColumn, IDatasetDetail, INode, RdsApi } from './api';
+import { formatCell, formatDelta, formatEpsilon } from './numbers';
 
 /** Fraction of the budget spent from which the bar turns orange, then red (as the meter). */
 const WARNING_AT = 0.8;
@@ -340,11 +341,22 @@ function renderBudget(budget: IBudget): HTMLElement {
   const fill = el('div', 'rds-Budget-fill');
   fill.style.width = `${(left * 100).toFixed(1)}%`;
   bar.append(fill);
-  let text = `ε ${fmt(budget.epsilon_remaining)} left of ${fmt(total)}`;
-  if (budget.delta_total > 0) {
-    text += ` · δ ${fmt(budget.delta_remaining)} of ${fmt(budget.delta_total)}`;
+  box.append(bar);
+  // One line per budget, each kept on one line (cut with an ellipsis, whole in its tooltip),
+  // numbers written as the meter writes them.
+  const lines = [`ε ${formatEpsilon(budget.epsilon_remaining)} left of ${formatEpsilon(total)}`];
+  if (budget.delta_total > 0 || budget.delta_spent > 0) {
+    lines.push(
+      `δ ${formatDelta(budget.delta_remaining)} left of ${formatDelta(budget.delta_total)}`
+    );
   }
-  box.append(bar, el('div', 'rds-Budget-text', text));
+  const text = el('div', 'rds-Budget-text');
+  for (const line of lines) {
+    const item = el('div', 'rds-Budget-line', line);
+    item.title = line;
+    text.append(item);
+  }
+  box.append(text);
   return box;
 }
 
@@ -374,23 +386,18 @@ function renderSchema(columns: IColumn[]): HTMLElement {
 }
 
 function renderMock(detail: IDatasetDetail): HTMLElement {
+  const { columns, rows } = detail.mock;
+  // Numeric columns (every value present is a number) are aligned right, header included.
+  const numeric = columns.map((_, i) => {
+    const present = rows.map(r => r[i]).filter(v => v !== null && v !== undefined);
+    return present.length > 0 && present.every(v => typeof v === 'number');
+  });
   const table = el('table', 'rds-Mock');
-  table.append(row('th', detail.mock.columns));
-  for (const values of detail.mock.rows) {
-    table.append(row('td', values.map(cellText)));
+  for (const tr of [row('th', columns), ...rows.map(values => row('td', values.map(formatCell)))]) {
+    numeric.forEach((isNumber, i) => tr.cells[i]?.classList.toggle('rds-mod-number', isNumber));
+    table.append(tr);
   }
   return table;
-}
-
-/** A mock value as table text: null is blank, numbers and strings as themselves. */
-function cellText(value: unknown): string {
-  if (value === null || value === undefined) {
-    return '';
-  }
-  if (typeof value === 'string' || typeof value === 'number' || typeof value === 'boolean') {
-    return String(value);
-  }
-  return JSON.stringify(value) ?? '';
 }
 
 function row(cell: 'th' | 'td', values: string[]): HTMLTableRowElement {
@@ -428,10 +435,6 @@ function el<K extends keyof HTMLElementTagNameMap>(
     node.textContent = text;
   }
   return node;
-}
-
-function fmt(value: number): string {
-  return Number(value.toPrecision(3)).toString();
 }
 
 function messageOf(error: unknown): string {

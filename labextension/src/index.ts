@@ -111,7 +111,13 @@ function followReleases(tracker: INotebookTracker, refresh: () => void): void {
 
 /**
  * Insert the dataset's snippet below the active cell of the active notebook (a new notebook
- * when none is open), preceded by a set-up cell with whatever the notebook still lacks.
+ * when none is open), preceded by a set-up cell with whatever the cells above still lack, and
+ * select the first inserted cell, so that Shift+Enter, Shift+Enter runs them in order.
+ *
+ * Only the cells above the insertion point count: they are the ones that run before the new
+ * cells. An `import` further down runs too late (NameError), and so does a `%load_ext` (`Cell
+ * magic %%rds not found`). The set-up cannot share the snippet's cell: `%%rds` must be the
+ * first line of its cell.
  */
 async function insertSnippet(
   app: JupyterFrontEnd,
@@ -131,28 +137,31 @@ async function insertSnippet(
     throw new Error('the notebook has no model yet; try again');
   }
   const cells = model.sharedModel.cells;
-  const sources = cells.filter(c => c.cell_type === 'code').map(c => c.getSource());
+  const activeIndex = Math.min(Math.max(notebook.activeCellIndex, 0), cells.length - 1);
+  const above = cells
+    .slice(0, activeIndex + 1)
+    .filter(c => c.cell_type === 'code')
+    .map(c => c.getSource());
   const code = [snippetFor(detail.node, detail.name, detail.columns)];
-  const setup = setupFor(detail.node, sources);
+  const setup = setupFor(detail.node, above);
   if (setup) {
     code.unshift(setup);
   }
   // A fresh notebook has one empty cell: fill it rather than leave a blank cell on top.
-  let index = Math.min(notebook.activeCellIndex + 1, cells.length);
-  const active = cells[notebook.activeCellIndex];
+  const active = cells[activeIndex];
+  let first = activeIndex + 1;
   if (active && active.cell_type === 'code' && active.getSource().trim() === '') {
     active.setSource(code.shift() as string);
+    first = activeIndex;
   }
   if (code.length) {
     model.sharedModel.insertCells(
-      index,
+      activeIndex + 1,
       code.map(source => ({ cell_type: 'code', source, metadata: {} }))
     );
-    index += code.length - 1;
-  } else {
-    index -= 1;
   }
-  notebook.activeCellIndex = index;
+  notebook.deselectAll();
+  notebook.activeCellIndex = first;
   app.shell.activateById(panel.id);
   notebook.activeCell?.node.scrollIntoView({ block: 'nearest' });
 }

@@ -1,7 +1,7 @@
 /**
  * The code the **Insert code** button puts into a notebook: a `%%rds --mock --on NODE` cell
- * that queries the selected dataset, preceded, when the notebook lacks them, by the lines that
- * import rds, load the magics and connect the saved node (its token stays in the saved
+ * that queries the selected dataset, preceded, when the cells above it lack them, by the lines
+ * that import rds, load the magics and connect the saved node (its token stays in the saved
  * connections file: `%rds connect --name NODE` reads it from there).
  */
 import { IColumn } from './api';
@@ -35,8 +35,9 @@ export function snippetFor(node: string, dataset: string, columns: IColumn[]): s
 }
 
 /**
- * The set-up lines the snippet for `node` needs and the notebook's code (`sources`) does not
- * have yet, as one cell; null when nothing is missing.
+ * The set-up lines the snippet for `node` needs and `sources` do not have yet, as one cell;
+ * null when nothing is missing. `sources` is the code that runs before the snippet: the code
+ * cells above the insertion point, not the whole notebook (a later cell runs too late).
  */
 export function setupFor(node: string, sources: string[]): string | null {
   const code = sources.join('\n');

@@ -34,23 +34,17 @@ def dataset() -> None:
 def add(name: str, file: Path, schema: Path, mock: Path | None, replace: bool) -> int:
     """Check a data file against its schema and add it to the node.
 
-    The mock data is generated from the schema alone unless --mock gives your own.
+    The mock data is generated from the schema alone unless --mock gives your own. Notes on
+    stderr, for you only, count the values outside the declared bounds (queries clamp them to
+    the bounds) and name the file's columns the schema lacks (they are not added). A file with
+    no rows is refused.
     """
     with node_service() as svc:
-        ds = svc.datasets.add(
-            name, file, schema, mock_file=mock, mock_rows=svc.settings.mock_rows, replace=replace
-        )
-        svc.store.audit(
-            "cli",
-            "dataset.add",
-            {
-                "dataset": ds.name,
-                "columns": ds.schema.names,
-                "mock": "supplied" if mock else "generated",
-            },
-        )
+        ds, notes = svc.add_dataset("cli", name, file, schema, mock_file=mock, replace=replace)
     made = f"from {mock}" if mock else "generated from the schema"
     say(f"added dataset {ds.name!r}: {len(ds.schema.columns)} columns, mock data {made}")
+    for line in notes.lines():
+        say(f"note: {line}")
     return 0
 
 

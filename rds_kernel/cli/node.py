@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import errno
+import socket
+
 import click
 
 from rds_kernel.cli.common import node_directory
 from rds_kernel.cli.output import format_option, say, secret, show
 from rds_kernel.errors import ConfigError
 
-__all__ = ["node"]
+__all__ = ["listen", "node", "url"]
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 # The defaults of the host and port settings (tests/cli checks they agree with the settings);
@@ -85,7 +88,9 @@ def init(
 def serve(host: str | None, port: int | None, log_level: str) -> int:
     """Serve the node's HTTP API until Ctrl-C.
 
-    Refuses a node directory that other users can read (run `chmod 700` on it).
+    The "serving node ... on http://HOST:PORT" line comes once the port is bound, with the
+    port actually chosen (--port 0 picks a free one). Refuses a port in use, and a node
+    directory that other users can read (run `chmod 700` on it).
     """
     import uvicorn
 
@@ -99,16 +104,61 @@ def serve(host: str | None, port: int | None, log_level: str) -> int:
     given = {"host": host, "port": port}
     settings = load_settings(node_directory(), **{k: v for k, v in given.items() if v is not None})
     check_private_directory(settings.directory)
-    service = NodeService(settings)
-    service.store.create_all()
-    say(
-        f"serving node {settings.name!r} with {len(service.datasets.names())} dataset(s) "
-        f"on http://{settings.host}:{settings.port} (Ctrl-C stops it)"
-    )
-    app = create_app(service=service)
-    config = server_config(app, host=settings.host, port=settings.port, log_level=log_level)
-    uvicorn.Server(config).run()
+    sock = listen(settings.host, settings.port)
+    try:
+        service = NodeService(settings)
+        service.store.create_all()
+        app = create_app(service=service)
+        config = server_config(app, host=settings.host, port=settings.port, log_level=log_level)
+        sock.listen(config.backlog)  # connections wait in the backlog until uvicorn accepts
+        say(
+            f"serving node {settings.name!r} with {len(service.datasets.names())} dataset(s) "
+            f"on {url(settings.host, sock.getsockname()[1])} (Ctrl-C stops it)"
+        )
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        sock.close()
     return 0
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host`` and ``port`` (0: a free one), as uvicorn binds its own.
+
+    A port in use, an address this machine does not have or a port it may not use is a
+    :class:`ConfigError` that says which option to change.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise ConfigError(
+                f"port {port} on {host} is in use (is `rds demo` running?) — use --port N or "
+                "--port 0 for a free one"
+            ) from None
+        if exc.errno == errno.EACCES:
+            raise ConfigError(
+                f"port {port} on {host} needs privileges this user does not have; use a port "
+                "above 1023 with --port N, or --port 0 for a free one"
+            ) from None
+        reason = exc.strerror or type(exc).__name__
+        raise ConfigError(
+            f"cannot listen on {host} port {port} ({reason}); check --host (an address of "
+            "this machine, e.g. 127.0.0.1 or 0.0.0.0)"
+        ) from None
+    return sock
+
+
+def url(host: str, port: int) -> str:
+    """The http URL of ``host`` and ``port`` (an IPv6 address in brackets).
+
+    >>> url("127.0.0.1", 8765), url("::1", 8765)
+    ('http://127.0.0.1:8765', 'http://[::1]:8765')
+    """
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 @node.command("settings")

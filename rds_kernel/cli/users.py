@@ -9,6 +9,7 @@ import click
 
 from rds_kernel.cli.common import BUDGET, node_service
 from rds_kernel.cli.output import format_option, say, secret, show, user_lines
+from rds_kernel.errors import Conflict
 
 __all__ = ["user"]
 
@@ -38,11 +39,29 @@ def user() -> None:
 def add(name: str, role: str, epsilon: float | None, delta: float) -> int:
     """Create an account; its token follows alone on stdout, shown once."""
     with node_service() as svc:
-        _user, token = svc.add_user("cli", name, role, epsilon=epsilon, delta=delta)
+        try:
+            _user, token = svc.add_user("cli", name, role, epsilon=epsilon, delta=delta)
+        except Conflict as exc:
+            existing = svc.store.get_user(name)
+            raise Conflict(taken(name, existing.role, existing.disabled), exc.detail) from None
     budget = f" with ε={epsilon}, δ={delta}" if epsilon is not None else " with no budget"
     say(f"created {role} {name!r}{budget}; the token follows on stdout (shown once)")
     secret(token)
     return 0
+
+
+def taken(name: str, role: str, disabled: bool) -> str:
+    """The error for `rds user add NAME` when NAME exists: the commands that manage it."""
+    steps = [f"`rds user rotate {name}` gives it a new token"]
+    if role == "scientist":
+        steps.append(f"`rds budget set {name} --epsilon E` changes its budget")
+    if disabled:
+        steps.insert(0, f"`rds user enable {name}` lets its token work again")
+    state = " (disabled)" if disabled else ""
+    return (
+        f"a user named {name!r} already exists{state}; pick another name, or manage that "
+        f"account: {'; '.join(steps)}"
+    )
 
 
 @user.command("list")

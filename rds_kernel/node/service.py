@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.metadata import version
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -34,7 +35,7 @@ from rds_kernel.errors import (
 )
 from rds_kernel.mock import mock_to_csv_bytes
 from rds_kernel.node.admission import HEAVY_WORK, Abandoned, Admission
-from rds_kernel.node.datasets import Dataset, DatasetRegistry
+from rds_kernel.node.datasets import AddNotes, Dataset, DatasetRegistry
 from rds_kernel.node.prepared import PreparedCache, weight
 from rds_kernel.node.refusals import REFUSALS_PER_WINDOW, AuthFailures, Coalescer, asked
 from rds_kernel.node.settings import NodeSettings
@@ -64,7 +65,7 @@ class NodeService:
     def __init__(self, settings: NodeSettings, store: Store | None = None) -> None:
         self.settings = settings
         self.store = store or Store(settings.resolved_database_url)
-        self.datasets = DatasetRegistry(settings.directory)
+        self.datasets = DatasetRegistry(settings.directory, node_name=settings.name)
         self._prepared: PreparedCache[tuple[str, str, str], PreparedQuery] = PreparedCache(
             settings.prepared_cache_mb * 1024 * 1024
         )
@@ -371,6 +372,38 @@ class NodeService:
     def audit_log(self, limit: int = 100) -> wire.AuditLog:
         """The latest audit entries, newest first."""
         return wire.AuditLog(audit=[e.to_wire() for e in self.store.audit_log(limit=limit)])
+
+    def add_dataset(
+        self,
+        actor: str,
+        name: str,
+        data_file: Path,
+        schema_file: Path,
+        *,
+        mock_file: Path | None = None,
+        replace: bool = False,
+    ) -> tuple[Dataset, AddNotes]:
+        """Check a data file against its schema and add it (audited); see
+        :meth:`DatasetRegistry.add_with_notes`. The notes count private values: they are for
+        the owner's terminal and are not audited."""
+        ds, notes = self.datasets.add_with_notes(
+            name,
+            data_file,
+            schema_file,
+            mock_file=mock_file,
+            mock_rows=self.settings.mock_rows,
+            replace=replace,
+        )
+        self.store.audit(
+            actor,
+            "dataset.add",
+            {
+                "dataset": ds.name,
+                "columns": ds.schema.names,
+                "mock": "supplied" if mock_file else "generated",
+            },
+        )
+        return ds, notes
 
     def add_user(
         self,

@@ -5,6 +5,11 @@ own process group, with a known token, a temporary root directory, temporary Jup
 config/settings/workspace directories and ``RDS_CONFIG_DIR`` pointing at the test's saved
 connections. The "Jupyter news" question is answered once in the settings so it never covers
 the page.
+
+The sidebar served is the one built in this source tree (``rds_kernel/labextension``, which
+``jlpm run build:prod`` writes), put first on ``JUPYTER_PATH``: an editable install copies the
+built extension into the venv's ``share/jupyter`` once, and the tests would otherwise run the
+copy made at install time, not the TypeScript just rebuilt.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+
+import rds_kernel
 
 START_TIMEOUT = 60.0
 
@@ -58,6 +65,7 @@ def jupyter_lab(work: Path, rds_config_dir: Path) -> Iterator[Lab]:
     port, token = free_port(), secrets.token_hex(16)
     env = {
         **os.environ,
+        **_source_tree_labextension(home / "data"),
         "RDS_CONFIG_DIR": str(rds_config_dir),
         "JUPYTER_CONFIG_DIR": str(home / "config"),
         "IPYTHONDIR": str(home / "ipython"),
@@ -88,6 +96,19 @@ def jupyter_lab(work: Path, rds_config_dir: Path) -> Iterator[Lab]:
         yield lab
     finally:
         _stop(process)
+
+
+def _source_tree_labextension(data: Path) -> dict[str, str]:
+    """``JUPYTER_PATH`` with ``data`` first, where ``labextensions/rds-kernel`` links to the
+    source tree's build; nothing when there is no build there (an installed wheel)."""
+    build = Path(rds_kernel.__file__).resolve().parent / "labextension"
+    if not (build / "package.json").is_file():
+        return {}
+    extensions = data / "labextensions"
+    extensions.mkdir(parents=True, exist_ok=True)
+    (extensions / "rds-kernel").symlink_to(build, target_is_directory=True)
+    rest = os.environ.get("JUPYTER_PATH")
+    return {"JUPYTER_PATH": os.pathsep.join([str(data), *([rest] if rest else [])])}
 
 
 def _wait_until_ready(lab: Lab, process: subprocess.Popen[bytes]) -> None:
