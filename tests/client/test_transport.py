@@ -105,7 +105,7 @@ def test_unreachable_node_says_what_to_check() -> None:
         rds.connect("http://127.0.0.1:9", token=TOKEN, timeout=2)
     message = info.value.message
     assert "http://127.0.0.1:9" in message
-    assert "rds node serve" in message
+    assert "`rds --dir DIR node serve`" in message
     assert TOKEN not in message
     assert info.value.code == "node_unreachable"
 
