@@ -29,6 +29,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
@@ -62,6 +64,10 @@ __all__ = [
 ]
 
 # Connection execution option that lets a read-only transaction on SQLite use a deferred BEGIN.
+SQLITE_BUSY_SECONDS = 30.0
+"""How long a SQLite connection waits for another process's lock before it gives up."""
+
+
 READ_ONLY = "rds_read_only"
 
 
@@ -285,7 +291,7 @@ def make_engine(database_url: str) -> Engine:
         return sa.create_engine(url.set(drivername="postgresql+psycopg"), pool_pre_ping=True)
     if backend == "sqlite":
         _create_private_file(url.database)
-        engine = sa.create_engine(url, connect_args={"timeout": 30.0})
+        engine = sa.create_engine(url, connect_args={"timeout": SQLITE_BUSY_SECONDS})
         event.listen(engine, "connect", _sqlite_connect)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
@@ -321,10 +327,30 @@ def _sqlite_connect(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -
     dbapi_conn.isolation_level = None
     cursor = dbapi_conn.cursor()
     cursor.execute("PRAGMA foreign_keys = ON")
-    cursor.execute("PRAGMA journal_mode = WAL")
+    _use_wal(cursor)
     # FULL, not NORMAL: a release returned to a scientist must survive a power cut with its charge.
     cursor.execute("PRAGMA synchronous = FULL")
     cursor.close()
+
+
+def _use_wal(cursor: Any, wait: float = 0.05) -> None:
+    """Switch the database to WAL (a setting stored in the file) unless it is already there.
+
+    Switching needs an exclusive lock, and when two processes switch at the same moment SQLite
+    answers one of them "database is locked" at once instead of waiting (its deadlock rule), so
+    that one retries until :data:`SQLITE_BUSY_SECONDS`, as a busy lock would wait.
+    """
+    if str(cursor.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal":
+        return
+    deadline = time.monotonic() + SQLITE_BUSY_SECONDS
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(wait)
 
 
 def _sqlite_begin(conn: sa.Connection) -> None:

@@ -9,6 +9,7 @@ migrate once.
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +21,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from rds_kernel.errors import InternalError
-from rds_kernel.node.store import Store, migrations
+from rds_kernel.node.store import Store, migrations, tables
 from rds_kernel.node.store.tables import metadata
 from tests.node.store.legacy_schema import JOB_TABLES, STORE_TABLES, create_legacy
 
@@ -244,7 +245,7 @@ def test_other_tables_are_left_alone(database_url: str, engine: sa.Engine) -> No
 START_TOGETHER = """
 import os, sys, time
 from pathlib import Path
-from rds_kernel.node.store import Store, migrations
+from rds_kernel.node.store import Store, migrations, tables
 store = Store(sys.argv[1])
 migrations.head()  # Alembic and the revisions loaded: the race is the migration's alone
 ready = Path(sys.argv[2])
@@ -292,3 +293,38 @@ def test_alembic_loads_only_where_the_schema_is_made() -> None:
         "import rds_kernel.node.store.migrations.env\n"
     )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)
+
+
+class _LockedCursor:
+    """A sqlite3 cursor stand-in whose switch to WAL is refused ``refusals`` times first."""
+
+    def __init__(self, refusals: int) -> None:
+        self.refusals = refusals
+        self.switches = 0
+
+    def execute(self, sql: str) -> _LockedCursor:
+        if sql == "PRAGMA journal_mode = WAL":
+            self.switches += 1
+            if self.switches <= self.refusals:
+                raise sqlite3.OperationalError("database is locked")
+        return self
+
+    def fetchone(self) -> tuple[str]:
+        return ("delete",)
+
+
+def test_the_switch_to_wal_waits_out_another_process_switching() -> None:
+    """Two processes opening a database that is not in WAL yet: SQLite refuses one of them at
+    once (its deadlock rule, no busy wait); that one retries, as a busy lock would wait (the
+    race test above failed about one run in four without it)."""
+    cursor = _LockedCursor(refusals=3)
+    tables._use_wal(cursor, wait=0)
+    assert cursor.switches == 4
+
+
+def test_a_lock_that_outlasts_the_busy_timeout_is_still_an_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(tables, "SQLITE_BUSY_SECONDS", 0.0)
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        tables._use_wal(_LockedCursor(refusals=10**9), wait=0)
