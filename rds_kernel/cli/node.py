@@ -127,13 +127,11 @@ def listen(host: str, port: int) -> socket.socket:
     A port in use, an address this machine does not have or a port it may not use is a
     :class:`ConfigError` that says which option to change.
     """
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    from rds_kernel.node.api.serving import bind_socket
+
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
+        return bind_socket(host, port)
     except OSError as exc:
-        sock.close()
         if exc.errno == errno.EADDRINUSE:
             raise ConfigError(
                 f"port {port} on {host} is in use (is `rds demo` running?) — use --port N or "
@@ -149,7 +147,6 @@ def listen(host: str, port: int) -> socket.socket:
             f"cannot listen on {host} port {port} ({reason}); check --host (an address of "
             "this machine, e.g. 127.0.0.1 or 0.0.0.0)"
         ) from None
-    return sock
 
 
 def url(host: str, port: int) -> str:

@@ -40,7 +40,7 @@ from rds_kernel.demo import HOSPITALS, write_demo_dataset
 from rds_kernel.demo.lab import Lab, course_source, has_display, start_lab
 from rds_kernel.errors import BadRequest
 from rds_kernel.node.api.app import create_app
-from rds_kernel.node.api.serving import server_config
+from rds_kernel.node.api.serving import bind_socket, server_config
 from rds_kernel.node.runtime import tune_allocator
 from rds_kernel.node.service import NodeService
 from rds_kernel.node.settings import make_private_directory, write_settings
@@ -93,14 +93,8 @@ def bind_ports(port: int | None, count: int) -> tuple[list[socket.socket], str]:
 
 
 def _listen(port: int) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((HOST, port))
-        sock.listen(128)
-    except OSError:
-        sock.close()
-        raise
+    sock = bind_socket(HOST, port)
+    sock.listen(128)
     return sock
 
 

@@ -12,6 +12,7 @@ answers 503 beyond it).
 from __future__ import annotations
 
 import asyncio
+import socket
 from typing import Any
 
 import uvicorn
@@ -22,6 +23,7 @@ __all__ = [
     "KEEP_ALIVE_SECONDS",
     "LIMIT_CONCURRENCY",
     "GuardedH11Protocol",
+    "bind_socket",
     "server_config",
 ]
 
@@ -71,6 +73,22 @@ class GuardedH11Protocol(H11Protocol):
         if not self.transport.is_closing():
             self.logger.info("closing a connection whose request headers did not arrive in time")
             self.transport.close()
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host`` and ``port`` (0: a free one) as uvicorn binds its own
+    (IPv6 for an address with ``:``, ``SO_REUSEADDR``), not yet listening; ``OSError`` (the
+    socket closed) when the bind fails. Binding first lets a caller say "serving" only once the
+    port is really its own, and learn the port 0 chose."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def server_config(app: Any, *, host: str, port: int, log_level: str = "info") -> uvicorn.Config:
