@@ -126,7 +126,11 @@ def test_jobs_whose_process_died_are_settled_by_the_sweep(
         mock_job = until(server, ids["mock"], lambda j: j.status == "pending_review", 15)
         assert mock_job.public()["mock"]["ok"] is True
 
-        assert server.store.get(busy.id).status == "running"  # alive: left alone
+        # Alive, so left alone: it runs longer than the 2 s staleness, and only its heartbeat
+        # keeps the sweep off it. Whether it is still running or already done here depends on
+        # how long settling the three took (it was "done" on a loaded machine); a swept job
+        # would be "failed".
+        assert server.store.get(busy.id).status in {"running", "done"}
         done = until(server, busy.id, lambda j: j.final, 30)
         assert done.status == "done", done.owner_log
     finally:
